@@ -1,0 +1,89 @@
+"""The forward process in training: noisy inputs, what the network predicts, and the loss.
+
+A network can be trained to predict one of three targets from x_t; each determines the
+others because x_t = √ᾱ_t·x0 + √(1-ᾱ_t)·ε:
+
+    "eps"  ε, the noise that was added            (Ho et al. 2020, eq. 14)
+    "x0"   the clean data x0
+    "v"    v = √ᾱ_t·ε - √(1-ᾱ_t)·x0               (Salimans & Ho 2022, arXiv:2202.00512, §4)
+
+Samplers only ever ask for ε; `as_eps_model` turns an x0- or v-predicting network into
+an ε-predictor, so no sampler needs a prediction-type flag.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from minidiff._checks import check_choice, check_finite
+from minidiff.schedules import NoiseSchedule
+
+PREDICTIONS = ("eps", "x0", "v")
+
+Denoiser = Callable[[Tensor, Tensor], Tensor]  # model(x_t, t) -> prediction, same shape as x_t
+
+
+def x0_from_eps(x_t: Tensor, eps: Tensor, alpha_bar: Tensor) -> Tensor:
+    """x̂0 = (x_t - √(1-ᾱ)·ε) / √ᾱ   (eq. 4 solved for x0); alpha_bar broadcasts over x_t."""
+    return (x_t - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
+
+
+def eps_from_x0(x_t: Tensor, x0: Tensor, alpha_bar: Tensor) -> Tensor:
+    """ε̂ = (x_t - √ᾱ·x0) / √(1-ᾱ)   (eq. 4 solved for ε)."""
+    return (x_t - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
+
+
+def eps_from_v(x_t: Tensor, v: Tensor, alpha_bar: Tensor) -> Tensor:
+    """ε̂ = √(1-ᾱ)·x_t + √ᾱ·v   (substitute x_t into the definition of v)."""
+    return (1 - alpha_bar).sqrt() * x_t + alpha_bar.sqrt() * v
+
+
+def training_target(prediction: str, x0: Tensor, eps: Tensor, alpha_bar: Tensor) -> Tensor:
+    """What a network trained with `prediction` ("eps", "x0" or "v") should output."""
+    check_choice("prediction", prediction, PREDICTIONS)
+    if prediction == "eps":
+        return eps
+    if prediction == "x0":
+        return x0
+    return alpha_bar.sqrt() * eps - (1 - alpha_bar).sqrt() * x0  # v
+
+
+def as_eps_model(model: Denoiser, schedule: NoiseSchedule, prediction: str = "eps") -> Denoiser:
+    """Wrap a network that predicts `prediction` so that it predicts ε instead.
+
+    Works with integer or fractional timesteps t of shape (B,).
+    """
+    check_choice("prediction", prediction, PREDICTIONS)
+    if prediction == "eps":
+        return model
+
+    def eps_model(x_t: Tensor, t: Tensor) -> Tensor:
+        alpha_bar = schedule.alpha_bar_at(t).to(x_t).reshape(-1, *([1] * (x_t.ndim - 1)))
+        out = model(x_t, t)
+        return eps_from_x0(x_t, out, alpha_bar) if prediction == "x0" else eps_from_v(x_t, out, alpha_bar)
+
+    return eps_model
+
+
+def diffusion_loss(
+    model: Denoiser,
+    x0: Tensor,
+    schedule: NoiseSchedule,
+    prediction: str = "eps",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """The simple DDPM training loss (Ho et al. 2020, Algorithm 1 / eq. 14):
+
+        t ~ Uniform{0, …, T-1},  ε ~ N(0, I),  x_t = √ᾱ_t·x0 + √(1-ᾱ_t)·ε
+        L = ‖ target - model(x_t, t) ‖²   with target ε, x0 or v (see `training_target`)
+    """
+    check_finite("x0", x0)
+    t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator, device=x0.device)  # (B,)
+    eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    x_t = schedule.q_sample(x0, t, eps)
+    target = training_target(prediction, x0, eps, schedule.at(schedule.alpha_bar, t, x0))
+    return F.mse_loss(model(x_t, t), target)

@@ -1,0 +1,153 @@
+"""Pictures of diffusion: noise strips, schedule curves, a timestep slider, 2-D trajectories
+and animations. Every function returns the matplotlib Figure (or widget) it makes."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.animation import FuncAnimation, PillowWriter
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from minidiff.data.photo import to_display
+from minidiff.samplers import Trajectory
+from minidiff.schedules import NoiseSchedule
+
+
+def _draw(ax, x: Tensor, title: str = "", lim: float = 4, **scatter) -> None:
+    """One panel: an image if x is (C, H, W), a scatter plot in [-lim, lim]² if x is (N, 2)."""
+    if x.ndim == 3:
+        ax.imshow(to_display(x[None])[0].squeeze(-1), cmap="gray")
+        ax.set_xticks([]), ax.set_yticks([])
+    else:
+        ax.scatter(*x.detach().cpu().T, **{"s": 2, "alpha": 0.5, **scatter})
+        ax.set_aspect("equal")
+        ax.set_xlim(-lim, lim), ax.set_ylim(-lim, lim)
+    ax.set_title(title, fontsize=10)
+
+
+def noise_strip(x0: Tensor, schedule: NoiseSchedule, ts: Sequence[int], seed: int = 0) -> Figure:
+    """x_t = √ᾱ_t·x0 + √(1-ᾱ_t)·ε at the timesteps `ts`, one panel each, with the same ε.
+
+    x0: one image (1, C, H, W) or a cloud of 2-D points (N, 2).
+    """
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(x0.shape, generator=g).to(x0)
+    fig, axes = plt.subplots(1, len(ts), figsize=(2.2 * len(ts), 2.4), squeeze=False)
+    for ax, t in zip(axes[0], ts):
+        t_batch = torch.full((x0.shape[0],), t, dtype=torch.long)
+        x_t = schedule.q_sample(x0, t_batch, noise)
+        _draw(ax, x_t[0] if x0.ndim == 4 else x_t, f"t = {t}\nᾱ = {schedule.alpha_bar[t]:.3f}")
+    fig.tight_layout()
+    return fig
+
+
+def plot_schedules(schedules: Sequence[NoiseSchedule]) -> Figure:
+    """ᾱ_t, log SNR_t and β_t against t for several schedules, side by side."""
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(13, 3.4))
+    for s in schedules:
+        t = torch.arange(s.T)
+        a.plot(t, s.alpha_bar, label=s.name)
+        b.plot(t, s.snr.log(), label=s.name)
+        c.plot(t, s.betas, label=s.name)
+    a.set(title="ᾱ_t: signal left", xlabel="t")
+    b.set(title="log SNR_t = log ᾱ_t/(1-ᾱ_t)", xlabel="t")
+    c.set(title="β_t: noise added per step", xlabel="t", yscale="log")
+    a.legend()
+    fig.tight_layout()
+    return fig
+
+
+def timestep_panels(x0: Tensor, schedule: NoiseSchedule, t: int, noise: Tensor) -> Figure:
+    """What x_t looks like at one t: the sample, its value histogram against N(0, 1), and
+    where t sits on the ᾱ_t and SNR curves."""
+    x_t = schedule.q_sample(x0, torch.full((x0.shape[0],), t, dtype=torch.long), noise)
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(12, 3.4))
+    _draw(a, x_t[0] if x0.ndim == 4 else x_t, f"x_t at t = {t}")
+    grid = torch.linspace(-4, 4, 200)
+    b.hist(x_t.flatten().cpu().numpy(), bins=60, range=(-4, 4), density=True, alpha=0.6, label="values of x_t")
+    b.plot(grid, torch.exp(-(grid**2) / 2) / math.sqrt(2 * math.pi), "k", label="N(0, 1)")
+    b.set(title="histogram of x_t", ylim=(0, 1.2))
+    b.legend(fontsize=8)
+    steps = torch.arange(schedule.T)
+    c.plot(steps, schedule.alpha_bar, color="tab:blue")
+    c.set_ylabel("ᾱ_t", color="tab:blue")
+    c2 = c.twinx()
+    c2.plot(steps, schedule.snr.log10(), color="tab:orange")
+    c2.set_ylabel("log₁₀ SNR_t", color="tab:orange")
+    c.axvline(t, color="r")
+    c.set(title=f"ᾱ_t = {schedule.alpha_bar[t]:.4f}, SNR_t = {schedule.snr[t]:.3g}", xlabel="t")
+    fig.tight_layout()
+    return fig
+
+
+def timestep_slider(x0: Tensor, schedule: NoiseSchedule, seed: int = 0):
+    """An ipywidgets slider over t that redraws `timestep_panels`. Needs a live kernel;
+    in an exported page, draw `timestep_panels` for a few t instead."""
+    import ipywidgets as widgets
+
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(x0)
+
+    def show(t: int) -> None:
+        plt.show(timestep_panels(x0, schedule, t, noise))
+
+    slider = widgets.IntSlider(value=0, min=0, max=schedule.T - 1, step=1, description="t", continuous_update=False)
+    return widgets.interactive(show, t=slider)
+
+
+def plot_trajectories(traj: Trajectory, data: Tensor | None = None, n_paths: int = 30) -> Figure:
+    """2-D sampling paths from x_T (grey dots) to the samples (blue), over the data (orange)."""
+    xs = traj.xs  # (steps + 1, B, 2)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    if data is not None:
+        ax.scatter(*data.T, s=2, alpha=0.3, color="tab:orange", label="data")
+    for k in range(min(n_paths, xs.shape[1])):
+        ax.plot(xs[:, k, 0], xs[:, k, 1], lw=0.7, color="k", alpha=0.4)
+    ax.scatter(*xs[0, :n_paths].T, s=10, color="grey", label="x_T (noise)")
+    ax.scatter(*xs[-1, :n_paths].T, s=10, color="tab:blue", label="x_0 (sample)")
+    ax.set_aspect("equal")
+    ax.legend(fontsize=8, loc="upper right")
+    return fig
+
+
+def x0_prediction_grid(traj: Trajectory, n_cols: int = 6, lim: float = 4) -> Figure:
+    """Top row: x_t at a few steps; bottom row: the model's prediction x̂0 made from it."""
+    picks = torch.linspace(0, len(traj.steps) - 1, n_cols).round().long().tolist()
+    fig, axes = plt.subplots(2, n_cols, figsize=(2.2 * n_cols, 4.6), squeeze=False)
+    for col, k in enumerate(picks):
+        step = traj.steps[k]
+        _draw(axes[0, col], step.x_t if step.x_t.ndim == 2 else step.x_t[0], f"x_t, t = {step.t}", lim=lim)
+        _draw(axes[1, col], step.x0_hat if step.x_t.ndim == 2 else step.x0_hat[0], "x̂0 from it", lim=lim, color="tab:green")
+    fig.tight_layout()
+    return fig
+
+
+def animate_2d(traj: Trajectory, path: str | None = None, fps: int = 12, frames: int = 40, lim: float = 4):
+    """A GIF of a 2-D reverse process (x_t on the left, x̂0 on the right).
+
+    Writes the GIF to `path` if given and returns an IPython Image that embeds it, so it
+    plays in the notebook and in exported HTML alike.
+    """
+    from IPython.display import Image
+
+    picks = torch.linspace(0, len(traj.steps) - 1, frames).round().long().tolist()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(7, 3.6))
+
+    def frame(k: int) -> None:
+        step = traj.steps[picks[k]]
+        a.clear(), b.clear()
+        _draw(a, step.x_next, f"x_t after step t = {step.t}", lim=lim)
+        _draw(b, step.x0_hat, "prediction x̂0", lim=lim, color="tab:green")
+
+    anim = FuncAnimation(fig, frame, frames=len(picks))
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(path) if path else Path(tmp) / "reverse.gif"
+        anim.save(target, writer=PillowWriter(fps=fps))
+        data = target.read_bytes()
+    plt.close(fig)
+    return Image(data=data, format="gif")
