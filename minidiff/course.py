@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import TypeVar
 
+import torch
+
 T = TypeVar("T")
 
 
@@ -27,6 +29,15 @@ def fast_mode() -> bool:
 def budget(fast: T, full: T) -> T:
     """`fast` in fast mode (tests), `full` otherwise (learners)."""
     return fast if fast_mode() else full
+
+
+def default_device() -> torch.device:
+    """CUDA if there is a GPU, else Apple's MPS if present, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
 
 
 def run_notebook(path: Path, out_dir: Path, timeout: int = 1800) -> tuple[bool, float]:
@@ -41,7 +52,9 @@ def run_notebook(path: Path, out_dir: Path, timeout: int = 1800) -> tuple[bool, 
     start = time.perf_counter()
     ok = True
     try:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+        NotebookClient(
+            nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        ).execute()
     except CellExecutionError as error:
         ok = False
         print(str(error)[-2000:], file=sys.stderr)

@@ -10,7 +10,7 @@ a reference solution, for when you are stuck.
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -19,8 +19,19 @@ from minidiff.forward import x0_from_eps
 from minidiff.schedules import NoiseSchedule
 
 
-def _verdict(name: str, got, expected: Tensor, mistakes: dict[str, Tensor]) -> bool:
-    """Compare `got` with `expected`; if wrong, name the first known mistake it matches."""
+def _verdict(name: str, fn: Callable, args: tuple, expected: Tensor, mistakes: dict[str, Tensor]) -> bool:
+    """Call the learner's fn(*args) and compare with `expected`; if wrong, name the first
+    known mistake it matches. An exception in the learner's code becomes feedback."""
+    try:
+        got = fn(*args)
+    except Exception as e:  # noqa: BLE001 — any error in learner code becomes feedback
+        hint = (
+            " A per-sample value of shape (B,) must be reshaped to (B, 1, 1, 1) to broadcast."
+            if "size of tensor" in str(e)
+            else ""
+        )
+        print(f"✗ {name}: your function raised {type(e).__name__}: {e}.{hint}")
+        return False
     if got is None:
         print(f"✗ {name}: your function returned None. Did you forget `return`?")
         return False
@@ -59,9 +70,11 @@ def check_alpha_bar(fn: Callable[[Tensor], Tensor]) -> bool:
         "this is α_t = 1 - β_t; ᾱ_t is the running *product* of the α's (torch.cumprod).": alphas,
         "this is the product of the β's; multiply α_s = 1 - β_s instead.": torch.cumprod(betas, 0),
         "this is 1 - Σβ; ᾱ_t is a product, not a sum (close only while β is tiny).": 1 - torch.cumsum(betas, 0),
-        "off by one: ᾱ_0 should already include step 0, i.e. ᾱ_0 = 1 - β_0.": torch.cat([torch.ones(1, dtype=betas.dtype), torch.cumprod(alphas, 0)[:-1]]),
+        "off by one: ᾱ_0 should already include step 0, i.e. ᾱ_0 = 1 - β_0.": torch.cat(
+            [torch.ones(1, dtype=betas.dtype), torch.cumprod(alphas, 0)[:-1]]
+        ),
     }
-    return _verdict("alpha_bar", _call(fn, betas), torch.cumprod(alphas, 0), mistakes)
+    return _verdict("alpha_bar", fn, (betas,), torch.cumprod(alphas, 0), mistakes)
 
 
 def check_q_sample(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]) -> bool:
@@ -71,13 +84,17 @@ def check_q_sample(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]) -> bo
     alpha_bar = schedule.alpha_bar.float()
     ab = alpha_bar[t].reshape(-1, 1, 1, 1)
     mistakes = {
-        "you used ᾱ_t and 1-ᾱ_t as the coefficients; they are variances, take their square roots.": ab * x0 + (1 - ab) * eps,
+        "you used ᾱ_t and 1-ᾱ_t as the coefficients; they are variances, take their square roots.": ab * x0
+        + (1 - ab) * eps,
         "the noise term is missing its square root: √(1-ᾱ_t)·ε.": ab.sqrt() * x0 + (1 - ab) * eps,
         "the signal term is missing its square root: √ᾱ_t·x0.": ab * x0 + (1 - ab).sqrt() * eps,
-        "x0 and ε are swapped: the signal is scaled by √ᾱ_t, the noise by √(1-ᾱ_t).": ab.sqrt() * eps + (1 - ab).sqrt() * x0,
-        "you used α_t = 1 - β_t of one step; the closed form needs the cumulative ᾱ_t.": solution_q_sample(x0, t, eps, schedule.alphas.float()),
+        "x0 and ε are swapped: the signal is scaled by √ᾱ_t, the noise by √(1-ᾱ_t).": ab.sqrt() * eps
+        + (1 - ab).sqrt() * x0,
+        "you used α_t = 1 - β_t of one step; the closed form needs the cumulative ᾱ_t.": solution_q_sample(
+            x0, t, eps, schedule.alphas.float()
+        ),
     }
-    return _verdict("q_sample", _call(fn, x0, t, eps, alpha_bar), schedule.q_sample(x0, t, eps), mistakes)
+    return _verdict("q_sample", fn, (x0, t, eps, alpha_bar), schedule.q_sample(x0, t, eps), mistakes)
 
 
 def check_x0_from_eps(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> bool:
@@ -90,9 +107,10 @@ def check_x0_from_eps(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> bool:
         "you subtracted ε without scaling it by √(1-ᾱ_t).": (x_t - eps) / ab.sqrt(),
         "you forgot to divide by √ᾱ_t at the end.": x_t - (1 - ab).sqrt() * eps,
         "you divided by ᾱ_t; divide by its square root.": (x_t - (1 - ab).sqrt() * eps) / ab,
-        "the sign of the noise term is wrong: remove the noise, x_t - √(1-ᾱ_t)·ε.": (x_t + (1 - ab).sqrt() * eps) / ab.sqrt(),
+        "the sign of the noise term is wrong: remove the noise, x_t - √(1-ᾱ_t)·ε.": (x_t + (1 - ab).sqrt() * eps)
+        / ab.sqrt(),
     }
-    return _verdict("x0_from_eps", _call(fn, x_t, eps, ab), x0_from_eps(x_t, eps, ab), mistakes)
+    return _verdict("x0_from_eps", fn, (x_t, eps, ab), x0_from_eps(x_t, eps, ab), mistakes)
 
 
 def check_ddpm_mean(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]) -> bool:
@@ -103,21 +121,16 @@ def check_ddpm_mean(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]) -> b
     ab = schedule.alpha_bar.float()[t].reshape(-1, 1, 1, 1)
     x_t = schedule.q_sample(x0, t, eps)
     mistakes = {
-        "the noise coefficient should be β_t/√(1-ᾱ_t) = (1-α_t)/√(1-ᾱ_t); you used √(1-ᾱ_t).": (x_t - (1 - ab).sqrt() * eps) / a.sqrt(),
+        "the noise coefficient should be β_t/√(1-ᾱ_t) = (1-α_t)/√(1-ᾱ_t); you used √(1-ᾱ_t).": (
+            x_t - (1 - ab).sqrt() * eps
+        )
+        / a.sqrt(),
         "divide by √α_t (one step), not √ᾱ_t (all steps).": (x_t - (1 - a) / (1 - ab).sqrt() * eps) / ab.sqrt(),
         "you forgot to divide by √α_t.": x_t - (1 - a) / (1 - ab).sqrt() * eps,
-        "the coefficient is (1-α_t)/√(1-ᾱ_t), with a square root in the denominator.": (x_t - (1 - a) / (1 - ab) * eps) / a.sqrt(),
+        "the coefficient is (1-α_t)/√(1-ᾱ_t), with a square root in the denominator.": (x_t - (1 - a) / (1 - ab) * eps)
+        / a.sqrt(),
     }
-    return _verdict("ddpm_mean", _call(fn, x_t, eps, a, ab), (x_t - (1 - a) / (1 - ab).sqrt() * eps) / a.sqrt(), mistakes)
-
-
-def _call(fn: Callable, *args):
-    """Call the learner's function; turn an exception into a message instead of a traceback."""
-    try:
-        return fn(*args)
-    except Exception as e:  # noqa: BLE001 — any error in learner code becomes feedback
-        print(f"  (your function raised {type(e).__name__}: {e})")
-        return None
+    return _verdict("ddpm_mean", fn, (x_t, eps, a, ab), (x_t - (1 - a) / (1 - ab).sqrt() * eps) / a.sqrt(), mistakes)
 
 
 # ----- reference solutions ---------------------------------------------------------------

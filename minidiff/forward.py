@@ -13,7 +13,7 @@ an ε-predictor, so no sampler needs a prediction-type flag.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -78,8 +78,8 @@ def diffusion_loss(
 ) -> Tensor:
     """The simple DDPM training loss (Ho et al. 2020, Algorithm 1 / eq. 14):
 
-        t ~ Uniform{0, …, T-1},  ε ~ N(0, I),  x_t = √ᾱ_t·x0 + √(1-ᾱ_t)·ε
-        L = ‖ target - model(x_t, t) ‖²   with target ε, x0 or v (see `training_target`)
+    t ~ Uniform{0, …, T-1},  ε ~ N(0, I),  x_t = √ᾱ_t·x0 + √(1-ᾱ_t)·ε
+    L = ‖ target - model(x_t, t) ‖²   with target ε, x0 or v (see `training_target`)
     """
     check_finite("x0", x0)
     t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator, device=x0.device)  # (B,)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import Tensor
 
 from minidiff._checks import check_finite
+from minidiff.classifier import WEIGHTS_DIR, classifier_data, load_classifier
 
 
 def sliced_wasserstein(x: Tensor, y: Tensor, n_projections: int = 256, seed: int = 0) -> float:
@@ -39,3 +42,128 @@ def sliced_wasserstein(x: Tensor, y: Tensor, n_projections: int = 256, seed: int
     qx = torch.quantile(x.double().cpu() @ theta, q, dim=0)  # (Q, P)
     qy = torch.quantile(y.double().cpu() @ theta, q, dim=0)
     return ((qx - qy) ** 2).mean().sqrt().item()
+
+
+def ks_to_normal(x: Tensor) -> float:
+    """Kolmogorov–Smirnov distance between the values of x (all entries pooled) and N(0, 1):
+    the largest gap between their empirical CDF and the normal CDF Φ. Near 0 means "looks
+    like standard normal noise"; with n values, gaps of about 1.36/√n arise by chance (5%)."""
+    check_finite("x", x)
+    values = x.detach().flatten().double().cpu().sort().values  # (n,)
+    n = values.numel()
+    cdf = torch.special.ndtr(values)  # Φ at each value
+    above = torch.arange(1, n + 1, dtype=torch.float64) / n - cdf  # empirical CDF just after each value
+    below = cdf - torch.arange(0, n, dtype=torch.float64) / n  # … and just before
+    return max(above.max().item(), below.max().item())
+
+
+def frechet_distance(feats_a: Tensor, feats_b: Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two sets of features (Dowson & Landau 1982),
+    the formula behind FID (Heusel et al. 2017, eq. 6):
+
+        FD = ‖μ_a − μ_b‖² + Tr(Σ_a + Σ_b − 2 (Σ_a Σ_b)^{1/2})
+
+    μ, Σ: mean and covariance of each set. Σ_a Σ_b is not symmetric, but it has the same
+    eigenvalues as the symmetric PSD matrix √Σ_a Σ_b √Σ_a, so the trace of its square root is
+    the sum of the square roots of those eigenvalues (computed in float64; rounding can make
+    tiny ones negative, they are clamped to 0). It is 0 for identical sets. From finite samples
+    it is biased upward, more so for few samples: compare numbers computed with the same sizes.
+
+    Args:
+        feats_a, feats_b: features of shape (N, d) and (M, d), N, M >= 2
+    """
+    for name, z in (("feats_a", feats_a), ("feats_b", feats_b)):
+        check_finite(name, z)
+        if z.ndim != 2 or len(z) < 2:
+            raise ValueError(f"{name} must have shape (N, d) with N >= 2, got {tuple(z.shape)}")
+    if feats_a.shape[1] != feats_b.shape[1]:
+        raise ValueError(f"feats_a and feats_b must have the same dimension d, got {feats_a.shape[1]} and {feats_b.shape[1]}")
+    a, b = feats_a.detach().double().cpu(), feats_b.detach().double().cpu()
+    mu_a, mu_b = a.mean(dim=0), b.mean(dim=0)  # (d,)
+    sigma_a, sigma_b = torch.cov(a.T), torch.cov(b.T)  # (d, d)
+    sqrt_a = _sqrt_psd(sigma_a)
+    product = sqrt_a @ sigma_b @ sqrt_a  # √Σ_a Σ_b √Σ_a, symmetric PSD
+    trace_sqrt = torch.linalg.eigvalsh((product + product.T) / 2).clamp(min=0).sqrt().sum()  # Tr (Σ_a Σ_b)^{1/2}
+    fd = (mu_a - mu_b).square().sum() + sigma_a.trace() + sigma_b.trace() - 2 * trace_sqrt
+    return max(fd.item(), 0.0)
+
+
+def _sqrt_psd(sigma: Tensor) -> Tensor:
+    """The symmetric square root of a symmetric PSD matrix (d, d), by eigen-decomposition."""
+    eigvals, V = torch.linalg.eigh(sigma)
+    return (V * eigvals.clamp(min=0).sqrt()) @ V.T  # V diag(√λ) Vᵀ
+
+
+def label_entropy(counts: Tensor) -> float:
+    """Entropy in bits of a label histogram (K,): log2 K when every class is equally frequent,
+    0 when all samples fall in one class."""
+    p = counts.double() / counts.sum()
+    return -(p[p > 0] * p[p > 0].log2()).sum().item()
+
+
+class ImageMetric:
+    """Sample quality for one image dataset ("digits" or "shapes"), seen by a small classifier
+    trained on that dataset (`minidiff.classifier`, shipped weights).
+
+    - `fd(images)`: the Fréchet distance between the classifier's features (its penultimate
+      layer) of `images` and of the dataset's held-out test images. Lower is closer to the data.
+      Like FID, but it is *not* FID: the features come from a 64-d classifier of this one
+      dataset, not from Inception trained on ImageNet, so the numbers are only comparable with
+      each other (same dataset, same number of images), never with published FIDs. Read them
+      against the data baseline, real training images scored the same way:
+      `metric.fd(DigitsDataset(16, "train").images)` or `metric.fd(ShapesDataset(2000, 32, seed=0).images)`.
+    - `label_histogram(images)`: how many images the classifier assigns to each class, for
+      diversity: a model that forgets classes (mode collapse) leaves some empty.
+    - `evaluate(images, labels)`: the numbers above in one pass, and for class-conditional
+      samples, the accuracy: the fraction the classifier sees as the wanted label.
+
+    Images are (N, C, H, W) in [-1, 1], clamped to it as for display, at the size of the
+    diffusion recipes (digits 1×16×16, shapes 3×32×32). The classifier runs on the images' device.
+    """
+
+    def __init__(self, dataset: str, weights_dir: str | Path = WEIGHTS_DIR):
+        self.dataset = dataset
+        self.classifier = load_classifier(dataset, weights_dir)
+        test = classifier_data(dataset, "test")
+        self.class_names = test.class_names
+        self.image_shape = tuple(test.images.shape[1:])  # (C, H, W)
+        self.reference = self._run(test.images)[0].cpu()  # (N_test, D) features of held-out real images
+
+    @torch.no_grad()
+    def _run(self, images: Tensor, batch_size: int = 500) -> tuple[Tensor, Tensor]:
+        """Features (N, D) and logits (N, K) of images (N, C, H, W), on the images' device."""
+        check_finite("images", images)
+        if tuple(images.shape[1:]) != self.image_shape or images.ndim != 4:
+            shape = ", ".join(map(str, self.image_shape))
+            raise ValueError(f"images must have shape (N, {shape}) for the {self.dataset} classifier, got {tuple(images.shape)}")
+        model = self.classifier.to(images.device)
+        feats = torch.cat([model.features(x) for x in images.clamp(-1, 1).float().split(batch_size)])  # (N, D)
+        return feats, model.head(feats)
+
+    def fd(self, images: Tensor) -> float:
+        """Fréchet distance between the features of images (N, C, H, W) and of the test images."""
+        return frechet_distance(self._run(images)[0], self.reference)
+
+    def label_histogram(self, images: Tensor) -> Tensor:
+        """Number of images (N, C, H, W) the classifier assigns to each class, (K,) int64."""
+        return self._histogram(self._run(images)[1])
+
+    def _histogram(self, logits: Tensor) -> Tensor:
+        return torch.bincount(logits.argmax(dim=1).cpu(), minlength=len(self.class_names))  # (K,)
+
+    def evaluate(self, images: Tensor, labels: Tensor | None = None) -> dict[str, float]:
+        """All the numbers for images (N, C, H, W), and labels (N,) they were conditioned on if any:
+        fd, label_entropy (bits; log2 K is all classes equally often), classes_covered (out of K),
+        and with labels, accuracy (fraction classified as their label)."""
+        feats, logits = self._run(images)
+        counts = self._histogram(logits)
+        result = {
+            "fd": frechet_distance(feats, self.reference),
+            "label_entropy": label_entropy(counts),
+            "classes_covered": int((counts > 0).sum()),
+        }
+        if labels is not None:
+            if labels.shape != (len(images),) or labels.dtype.is_floating_point:
+                raise ValueError(f"labels must be integers of shape ({len(images)},), got {labels.dtype} {tuple(labels.shape)}")
+            result["accuracy"] = (logits.argmax(dim=1).cpu() == labels.cpu()).double().mean().item()
+        return result

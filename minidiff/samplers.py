@@ -1,17 +1,40 @@
 """Samplers: the reverse process, run over any ε-predicting denoiser `model(x_t, t)`.
 
 A sampler never knows which network it drives. It takes the model, the starting noise
-x_T ~ N(0, I), the schedule the model was trained with, and the decreasing list of
-timesteps to visit. Training steps (the schedule's T) and sampling steps (how many
-timesteps the sampler visits) are separate choices.
+x_T ~ N(0, I), the schedule the model was trained with, and how many steps to take.
+Training steps (the schedule's T) and sampling steps (how many noise levels the sampler
+visits) are separate choices. x0- and v-predicting networks are wrapped into ε-predictors
+by `minidiff.forward.as_eps_model`, so no sampler has a prediction-type flag.
+
+Notation (one picture, two coordinates):
+
+    x_t        the variance-preserving (VP) state x_t = √ᾱ_t·x0 + √(1-ᾱ_t)·ε that the model
+               sees; ddpm and ddim work on it, and every `Step` reports it
+    σ          √((1-ᾱ)/ᾱ), the noise level (Karras et al. 2022); ᾱ = 1/(1 + σ²)
+    x          in the σ-space samplers: x̃ = x_t/√ᾱ = x0 + σ·ε, the variance-exploding
+               state of Karras et al., whose noise level is σ itself
+    t          the model's (possibly fractional) timestep whose noise level is σ,
+               t = schedule.t_at_sigma(σ); integer for the spacings below
+    eps        ε̂ = model(x_t, t), the predicted noise
+    x0_hat     x̂0, the predicted clean data; in σ-space the denoiser D(x̃; σ) = x̃ - σ·ε̂
+    d          (x̃ - D(x̃; σ))/σ = ε̂, the slope dx̃/dσ of the probability-flow ODE
+               (Karras et al. 2022, eqs. 1 and 3 with σ(t) = t)
+
+Which noise levels are visited is the `spacing`: "linspace", "leading" or "trailing"
+pick integer timesteps (see `timesteps`), "karras" picks σ's evenly spaced in σ^(1/7)
+(`karras_sigmas`). Every sampler ends with a step to σ = 0, so it returns clean data.
 
 Every sampler can report each step to a `callback(Step)`; `Trajectory` is a ready-made
-callback that records them all for plotting.
+callback that records them all for plotting. `sample(model, x_T, schedule, "ddim", 50)`
+picks a sampler by name.
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+import math
+from collections.abc import Callable
+from itertools import pairwise
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -20,14 +43,19 @@ from minidiff._checks import check_choice, check_finite
 from minidiff.forward import Denoiser, x0_from_eps
 from minidiff.schedules import NoiseSchedule
 
-SPACINGS = ("linspace", "leading", "trailing")
+SPACINGS = ("linspace", "leading", "trailing")  # integer timesteps, see `timesteps`
+SIGMA_SPACINGS = (*SPACINGS, "karras")  # what every sampler's `spacing` accepts
 
 
 class Step(NamedTuple):
-    """One step of a sampler: it was at x_t (timestep t), predicted x̂0, moved to x_next."""
+    """One step of a sampler: it was at x_t (timestep t), predicted x̂0, moved to x_next.
+
+    x_t and x_next are in the VP scale x_t = √ᾱ·x0 + √(1-ᾱ)·ε for every sampler, so runs
+    of different samplers plot alike. t is the model's timestep, fractional for "karras".
+    """
 
     i: int
-    t: int
+    t: float
     x_t: Tensor
     x0_hat: Tensor
     x_next: Tensor
@@ -47,10 +75,11 @@ class Trajectory:
         self.steps: list[Step] = []
 
     def __call__(self, step: Step) -> None:
-        self.steps.append(Step(step.i, step.t, step.x_t.detach().cpu(), step.x0_hat.detach().cpu(), step.x_next.detach().cpu()))
+        i, t, *tensors = step
+        self.steps.append(Step(i, t, *(x.detach().cpu() for x in tensors)))
 
     @property
-    def ts(self) -> list[int]:
+    def ts(self) -> list[float]:
         return [s.t for s in self.steps]
 
     @property
@@ -62,6 +91,7 @@ class Trajectory:
         return torch.stack([s.x0_hat for s in self.steps])
 
 
+# ----- which noise levels to visit ----------------------------------------------------------
 def timesteps(T: int, steps: int, spacing: str = "trailing") -> list[int]:
     """Which of the T training timesteps a `steps`-step sampler visits, in decreasing order.
 
@@ -69,19 +99,114 @@ def timesteps(T: int, steps: int, spacing: str = "trailing") -> list[int]:
         linspace  round(linspace(0, T-1, steps))               — ends exactly at T-1 and 0
         leading   0, T/steps, 2T/steps, …  (integer stride)     — never visits t = T-1
         trailing  round(T, T - T/steps, …) - 1                  — always starts at T-1
+
+    Computed in float64; exact ties (x.5) round half to even.
     """
     check_choice("spacing", spacing, SPACINGS)
+    _check_steps(steps, T)
+    i = torch.arange(steps, dtype=torch.float64)
+    if spacing == "linspace":
+        ts = torch.linspace(0, T - 1, steps, dtype=torch.float64).round().flip(0)
+    elif spacing == "leading":
+        ts = (steps - 1 - i) * (T // steps)
+    else:
+        ts = (T - i * (T / steps)).round() - 1
+    return ts.long().tolist()
+
+
+def karras_sigmas(sigma_min: float, sigma_max: float, steps: int, rho: float = 7.0) -> Tensor:
+    """Noise levels evenly spaced in σ^(1/ρ): Karras et al. 2022 (arXiv:2206.00364), eq. 5,
+
+        σ_i = (σ_max^(1/ρ) + i/(N-1)·(σ_min^(1/ρ) - σ_max^(1/ρ)))^ρ   for i < N,   σ_N = 0
+
+    with N = steps. ρ = 7 crowds the steps at low noise, where the fine detail is decided.
+    Returns a float64 tensor of shape (steps + 1,), decreasing from σ_max to σ_min, then 0.
+    """
+    if not 0 < sigma_min < sigma_max:
+        raise ValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if not rho > 0:
+        raise ValueError(f"rho must be positive, got {rho!r}")
+    ramp = torch.linspace(0, 1, steps, dtype=torch.float64)  # i/(N-1)
+    sigmas = (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho  # eq. 5
+    return torch.cat([sigmas, sigmas.new_zeros(1)])  # σ_N = 0
+
+
+def _check_steps(steps: int, T: int) -> None:
     if not isinstance(steps, int) or not 1 <= steps <= T:
         raise ValueError(f"steps must be an integer in [1, {T}] (T = {T} training timesteps), got {steps!r}")
-    if spacing == "linspace":
-        ts = torch.linspace(0, T - 1, steps).round().long()
-    elif spacing == "leading":
-        ts = torch.arange(steps) * (T // steps)
-    else:
-        ts = (torch.arange(T, 0, -T / steps).round().long() - 1).flip(0)
-    return ts.flip(0).tolist()
 
 
+def _noise_levels(schedule: NoiseSchedule, steps: int, spacing: str) -> list[float]:
+    """σ_0 > σ_1 > … > σ_{steps-1} > σ_steps = 0: the noise levels a sampler visits."""
+    check_choice("spacing", spacing, SIGMA_SPACINGS)
+    _check_steps(steps, schedule.T)
+    if spacing == "karras":
+        return karras_sigmas(schedule.sigmas[0].item(), schedule.sigmas[-1].item(), steps).tolist()
+    return schedule.sigmas[timesteps(schedule.T, steps, spacing)].tolist() + [0.0]
+
+
+def _check_eta(eta: float) -> None:
+    if not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
+        raise ValueError(f"eta must be a number in [0, 1] (0: deterministic, 1: as much noise as DDPM), got {eta!r}")
+
+
+# ----- shared pieces: calling the model, noise, reporting ----------------------------------
+def _t(schedule: NoiseSchedule, sigma: float) -> float:
+    """The model's timestep whose noise level is σ (t = 0 for σ = 0, the closest it knows)."""
+    return schedule.t_at_sigma(torch.tensor([sigma], dtype=torch.float64)).item()
+
+
+def _eps(model: Denoiser, x_t: Tensor, schedule: NoiseSchedule, sigma: float) -> Tensor:
+    """ε̂ = model(x_t, t) at the timestep t of noise level σ, checked to have x_t's shape."""
+    t = torch.full((x_t.shape[0],), _t(schedule, sigma), dtype=x_t.dtype, device=x_t.device)  # (B,)
+    eps = model(x_t, t)
+    if eps.shape != x_t.shape:
+        raise ValueError(f"model output must have the shape of x_t {tuple(x_t.shape)}, got {tuple(eps.shape)}")
+    return eps
+
+
+def _alpha_bar(sigma: float) -> float:
+    return 1 / (1 + sigma**2)  # ᾱ = 1/(1 + σ²)
+
+
+def _vp(x: Tensor, sigma: float) -> Tensor:
+    """x_t = x̃·√ᾱ: from the σ-space state back to the VP scale the model sees."""
+    return x * _alpha_bar(sigma) ** 0.5
+
+
+def _denoise(model: Denoiser, x: Tensor, schedule: NoiseSchedule, sigma: float) -> Tensor:
+    """Karras et al.'s denoiser D(x̃; σ) = x̃ - σ·ε̂(x̃·√ᾱ, t) from an ε-model: their Table 1,
+    VP column (c_skip = 1, c_out = -σ, c_in = 1/√(σ² + 1))."""
+    return x - sigma * _eps(model, _vp(x, sigma), schedule, sigma)
+
+
+def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def _start(x_T: Tensor, sigmas: list[float]) -> Tensor:
+    """x̃_T = x_T/√ᾱ_T = x_T·√(1 + σ_0²): the σ-space state matching the noise x_T."""
+    return x_T * (1 + sigmas[0] ** 2) ** 0.5
+
+
+def _report(
+    callback: Callback | None,
+    i: int,
+    schedule: NoiseSchedule,
+    sigmas: tuple[float, float],
+    x: Tensor,
+    x0_hat: Tensor,
+    x_next: Tensor,
+) -> None:
+    """Hand a σ-space step (σ → σ_next) to the callback, in the VP scale that ddpm reports."""
+    if callback:
+        sigma, sigma_next = sigmas
+        callback(Step(i, _t(schedule, sigma), _vp(x, sigma), x0_hat, _vp(x_next, sigma_next)))
+
+
+# ----- discrete-time samplers on x_t ---------------------------------------------------------
 @torch.no_grad()
 def ddpm(
     model: Denoiser,
@@ -94,7 +219,7 @@ def ddpm(
 ) -> Tensor:
     """Ancestral sampling: Ho et al. 2020, Algorithm 2.
 
-    With fewer steps than T, it jumps between the visited timesteps t → s using the
+    With fewer steps than T, it jumps between the visited levels t → s using the
     respaced schedule of Nichol & Dhariwal 2021 (arXiv:2102.09672, §4):
     α = ᾱ_t/ᾱ_s, β = 1 - α. The added noise has the posterior variance β̃ (eq. 7 of Ho et
     al.), which is 0 on the last step, so the final sample is noise-free.
@@ -103,26 +228,263 @@ def ddpm(
         model:     ε-predictor, model(x_t, t) with t a float tensor of shape (B,)
         x_T:       starting noise, shape (B, …)
         schedule:  the schedule the model was trained with
-        steps:     how many timesteps to visit (default: all T)
-        spacing:   how to choose them, see `timesteps`
+        steps:     how many noise levels to visit (default: all T)
+        spacing:   how to choose them: "linspace", "leading", "trailing" or "karras"
         generator: random source for the noise added at each step (reproducibility)
         callback:  called with a `Step` after every step
     """
     check_finite("x_T", x_T)
-    ts = timesteps(schedule.T, steps or schedule.T, spacing)
-    alpha_bar = schedule.alpha_bar
+    sigmas = _noise_levels(schedule, schedule.T if steps is None else steps, spacing)
     x = x_T
-    for i, (t, s) in enumerate(zip(ts, ts[1:] + [-1])):
-        ab_t = alpha_bar[t].item()
-        ab_s = alpha_bar[s].item() if s >= 0 else 1.0  # ᾱ before the first step is 1
+    for i, (sigma, sigma_next) in enumerate(pairwise(sigmas)):
+        ab_t, ab_s = _alpha_bar(sigma), _alpha_bar(sigma_next)  # ᾱ_s = 1 after the last step
         alpha, beta = ab_t / ab_s, 1 - ab_t / ab_s
-        eps = model(x, torch.full((x.shape[0],), float(t), device=x.device, dtype=x.dtype))
-        x0_hat = x0_from_eps(x, eps, torch.tensor(ab_t, dtype=x.dtype, device=x.device))
+        eps = _eps(model, x, schedule, sigma)
+        x0_hat = x0_from_eps(x, eps, x.new_tensor(ab_t))
         mean = (x - beta / (1 - ab_t) ** 0.5 * eps) / alpha**0.5  # Algorithm 2, line 4
         var = beta * (1 - ab_s) / (1 - ab_t)  # β̃ = (1-ᾱ_s)/(1-ᾱ_t)·β, eq. 7
-        z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        x_next = mean + var**0.5 * z
+        x_next = mean + var**0.5 * _noise(x, generator)
         if callback:
-            callback(Step(i, t, x, x0_hat, x_next))
+            callback(Step(i, _t(schedule, sigma), x, x0_hat, x_next))
         x = x_next
     return x
+
+
+@torch.no_grad()
+def ddim(
+    model: Denoiser,
+    x_T: Tensor,
+    schedule: NoiseSchedule,
+    steps: int = 50,
+    spacing: str = "trailing",
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    eta: float = 0.0,
+) -> Tensor:
+    """DDIM: Song et al. 2021 (arXiv:2010.02502), eq. 12 with the noise σ_t(η) of eq. 16.
+
+    η = 0 adds no noise: the sampler is deterministic, a map from x_T to x0 (in x̃ = x_t/√ᾱ
+    it is Euler's method on the probability-flow ODE, §4.3 — the same steps as `euler`).
+    η = 1 adds DDPM's posterior noise and gives the same samples as `ddpm`.
+
+    Args: as `ddpm`, plus
+        eta: amount of fresh noise per step, in [0, 1]; `generator` is used only if eta > 0
+    """
+    check_finite("x_T", x_T)
+    _check_eta(eta)
+    return _ddim_steps(model, x_T, schedule, _noise_levels(schedule, steps, spacing), eta, generator, callback)
+
+
+@torch.no_grad()
+def ddim_invert(
+    model: Denoiser,
+    x0: Tensor,
+    schedule: NoiseSchedule,
+    steps: int = 50,
+    spacing: str = "trailing",
+    callback: Callback | None = None,
+) -> Tensor:
+    """DDIM inversion, x0 → x_T: run DDIM's η = 0 update (the probability-flow ODE) with
+    the noise levels in increasing order (Song et al. 2021, §4.3 and §5.4).
+
+    Each step uses ε̂ at the level it starts from, so with the same `steps` and `spacing`,
+    `ddim(model, ddim_invert(model, x0, …), …)` returns x0 up to an error that shrinks
+    like 1/steps. The first step starts from clean data (σ = 0); the model is asked at
+    t = 0, the least noisy level it knows.
+    """
+    check_finite("x0", x0)
+    return _ddim_steps(model, x0, schedule, _noise_levels(schedule, steps, spacing)[::-1], 0.0, None, callback)
+
+
+def _ddim_steps(
+    model: Denoiser,
+    x: Tensor,
+    schedule: NoiseSchedule,
+    sigmas: list[float],
+    eta: float,
+    generator: torch.Generator | None,
+    callback: Callback | None,
+) -> Tensor:
+    """DDIM's update (eq. 12) from each noise level in `sigmas` to the next, either way."""
+    for i, (sigma, sigma_next) in enumerate(pairwise(sigmas)):
+        ab_t, ab_s = _alpha_bar(sigma), _alpha_bar(sigma_next)
+        eps = _eps(model, x, schedule, sigma)
+        x0_hat = x0_from_eps(x, eps, x.new_tensor(ab_t))  # eq. 12, "predicted x0"
+        sigma_eta = eta * ((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)) ** 0.5 if eta else 0.0  # eq. 16
+        direction = max(1 - ab_s - sigma_eta**2, 0.0) ** 0.5 * eps  # eq. 12, "direction pointing to x_t"
+        x_next = ab_s**0.5 * x0_hat + direction  # eq. 12
+        if eta:
+            x_next = x_next + sigma_eta * _noise(x, generator)  # eq. 12, "random noise"
+        if callback:
+            callback(Step(i, _t(schedule, sigma), x, x0_hat, x_next))
+        x = x_next
+    return x
+
+
+# ----- σ-space samplers on x̃ = x_t/√ᾱ ---------------------------------------------------------
+@torch.no_grad()
+def euler(
+    model: Denoiser,
+    x_T: Tensor,
+    schedule: NoiseSchedule,
+    steps: int = 50,
+    spacing: str = "trailing",
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """Euler's method on the probability-flow ODE dx̃/dσ = (x̃ - D(x̃; σ))/σ: Karras et al.
+    2022 (arXiv:2206.00364), Algorithm 1 without its second-order correction (lines 6–8).
+
+    First order: halving the step size halves the error. Deterministic; `generator` is
+    accepted for a common signature and not used. Args as `ddpm`.
+    """
+    check_finite("x_T", x_T)
+    sigmas = _noise_levels(schedule, steps, spacing)
+    x = _start(x_T, sigmas)
+    for i, (sigma, sigma_next) in enumerate(pairwise(sigmas)):
+        x0_hat = _denoise(model, x, schedule, sigma)
+        d = (x - x0_hat) / sigma  # Algorithm 1, line 4: dx̃/dσ
+        x_next = x + (sigma_next - sigma) * d  # line 5: Euler step from σ to σ_next
+        _report(callback, i, schedule, (sigma, sigma_next), x, x0_hat, x_next)
+        x = x_next
+    return x  # at σ = 0, x̃ = x_t = x0
+
+
+@torch.no_grad()
+def heun(
+    model: Denoiser,
+    x_T: Tensor,
+    schedule: NoiseSchedule,
+    steps: int = 50,
+    spacing: str = "trailing",
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """Heun's method on the probability-flow ODE: Karras et al. 2022 (arXiv:2206.00364),
+    Algorithm 1. An Euler step, then a correction with the slope at its end point.
+
+    Second order, at two model calls per step (2·steps - 1 in all: the last step, to
+    σ = 0, has no slope to correct with and stays an Euler step). The trapezoid rule is
+    taken in σ, so a step across orders of magnitude of σ goes badly wrong: e.g. the
+    first "trailing" step of the cosine schedule, σ ≈ 20 000 → 20. Use "karras" spacing
+    there. Deterministic; `generator` is accepted for a common signature and not used.
+    Args as `ddpm`.
+    """
+    check_finite("x_T", x_T)
+    sigmas = _noise_levels(schedule, steps, spacing)
+    x = _start(x_T, sigmas)
+    for i, (sigma, sigma_next) in enumerate(pairwise(sigmas)):
+        x0_hat = _denoise(model, x, schedule, sigma)
+        d = (x - x0_hat) / sigma  # Algorithm 1, line 4
+        x_next = x + (sigma_next - sigma) * d  # line 5: Euler step
+        if sigma_next > 0:  # line 6
+            d_next = (x_next - _denoise(model, x_next, schedule, sigma_next)) / sigma_next  # line 7
+            x_next = x + (sigma_next - sigma) * (d + d_next) / 2  # line 8: apply 2nd order correction
+        _report(callback, i, schedule, (sigma, sigma_next), x, x0_hat, x_next)
+        x = x_next
+    return x
+
+
+@torch.no_grad()
+def euler_ancestral(
+    model: Denoiser,
+    x_T: Tensor,
+    schedule: NoiseSchedule,
+    steps: int = 50,
+    spacing: str = "trailing",
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    eta: float = 1.0,
+) -> Tensor:
+    """Ancestral sampling written as an Euler step in σ (the form popularised by
+    k-diffusion): step down to σ_down, then add fresh noise of size σ_up, where
+
+        σ_up = η·σ_next·√(σ² - σ_next²)/σ,    σ_down = √(σ_next² - σ_up²)
+
+    so that σ_down² + σ_up² = σ_next². With η = 1 this is DDPM's posterior q(x_s | x_t, x̂0)
+    (Ho et al. 2020, eq. 7) in x̃ = x_t/√ᾱ, and the samples equal `ddpm`'s; for any η they
+    equal `ddim`'s with the same η (whose σ_t(η), eq. 16, is σ_up·√ᾱ_next).
+
+    Args: as `ddpm`, plus
+        eta: fraction of the posterior noise to add, in [0, 1] (0: plain `euler`)
+    """
+    check_finite("x_T", x_T)
+    _check_eta(eta)
+    sigmas = _noise_levels(schedule, steps, spacing)
+    x = _start(x_T, sigmas)
+    for i, (sigma, sigma_next) in enumerate(pairwise(sigmas)):
+        x0_hat = _denoise(model, x, schedule, sigma)
+        sigma_up = eta * sigma_next * (sigma**2 - sigma_next**2) ** 0.5 / sigma  # fresh noise
+        sigma_down = max(sigma_next**2 - sigma_up**2, 0.0) ** 0.5  # where the Euler part lands (max: rounding)
+        d = (x - x0_hat) / sigma  # dx̃/dσ
+        x_next = x + (sigma_down - sigma) * d + sigma_up * _noise(x, generator)  # Euler step to σ_down, then noise
+        _report(callback, i, schedule, (sigma, sigma_next), x, x0_hat, x_next)
+        x = x_next
+    return x
+
+
+@torch.no_grad()
+def dpmpp_2m(
+    model: Denoiser,
+    x_T: Tensor,
+    schedule: NoiseSchedule,
+    steps: int = 50,
+    spacing: str = "trailing",
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """DPM-Solver++(2M): Lu et al. 2022 (arXiv:2211.01095), Algorithm 2.
+
+    It integrates the probability-flow ODE exactly for a denoiser that is constant over a
+    step, in the log-SNR time λ = -log σ, and makes that denoiser a linear extrapolation of
+    the last two predictions x̂0 ("multistep": one model call per step, second order).
+    In x̃ = x_t/√ᾱ the paper's α_t is 1 and its σ_t is our σ. The first step has no
+    previous prediction and the last step (to σ = 0, λ = ∞) cannot extrapolate: both are
+    first order, and the last one returns D(x̃; σ_min) itself. Deterministic; `generator`
+    is accepted for a common signature and not used. Args as `ddpm`.
+    """
+    check_finite("x_T", x_T)
+    sigmas = _noise_levels(schedule, steps, spacing)
+    x = _start(x_T, sigmas)
+    x0_prev, h_prev = None, 0.0
+    for i, (sigma, sigma_next) in enumerate(pairwise(sigmas)):
+        x0_hat = _denoise(model, x, schedule, sigma)
+        h = math.log(sigma / sigma_next) if sigma_next > 0 else math.inf  # h_i = λ_{t_i} - λ_{t_{i-1}}
+        D = x0_hat
+        if x0_prev is not None and sigma_next > 0:
+            r = h_prev / h  # r_i = h_{i-1}/h_i
+            D = (1 + 1 / (2 * r)) * x0_hat - 1 / (2 * r) * x0_prev  # D_i, 2nd-order multistep estimate
+        x_next = (sigma_next / sigma) * x - math.expm1(-h) * D  # x̃_{t_i} = (σ_{t_i}/σ_{t_{i-1}})·x̃ - (e^{-h_i} - 1)·D_i
+        _report(callback, i, schedule, (sigma, sigma_next), x, x0_hat, x_next)
+        x, x0_prev, h_prev = x_next, x0_hat, h
+    return x
+
+
+# ----- one entry point -------------------------------------------------------------------------
+SAMPLERS: dict[str, Callable[..., Tensor]] = {
+    "ddpm": ddpm,
+    "ddim": ddim,
+    "euler": euler,
+    "euler_ancestral": euler_ancestral,
+    "heun": heun,
+    "dpmpp_2m": dpmpp_2m,
+}
+
+
+def sample(
+    model: Denoiser,
+    x_T: Tensor,
+    schedule: NoiseSchedule,
+    sampler: str = "ddim",
+    steps: int = 50,
+    **kwargs,
+) -> Tensor:
+    """Draw samples x0 from noise x_T with the sampler called `sampler` (a key of SAMPLERS).
+
+    Every sampler takes the same arguments (see `ddpm`): `spacing`, `generator`,
+    `callback`; `ddim` and `euler_ancestral` also take `eta`. For example
+
+        sample(model, torch.randn(64, 2), schedule, "dpmpp_2m", steps=20, spacing="karras")
+    """
+    check_choice("sampler", sampler, tuple(SAMPLERS))
+    return SAMPLERS[sampler](model, x_T, schedule, steps, **kwargs)

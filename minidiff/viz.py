@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib.pyplot as plt
 import torch
@@ -39,7 +39,7 @@ def noise_strip(x0: Tensor, schedule: NoiseSchedule, ts: Sequence[int], seed: in
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(x0.shape, generator=g).to(x0)
     fig, axes = plt.subplots(1, len(ts), figsize=(2.2 * len(ts), 2.4), squeeze=False)
-    for ax, t in zip(axes[0], ts):
+    for ax, t in zip(axes[0], ts, strict=True):
         t_batch = torch.full((x0.shape[0],), t, dtype=torch.long)
         x_t = schedule.q_sample(x0, t_batch, noise)
         _draw(ax, x_t[0] if x0.ndim == 4 else x_t, f"t = {t}\nᾱ = {schedule.alpha_bar[t]:.3f}")
@@ -90,11 +90,14 @@ def timestep_slider(x0: Tensor, schedule: NoiseSchedule, seed: int = 0):
     """An ipywidgets slider over t that redraws `timestep_panels`. Needs a live kernel;
     in an exported page, draw `timestep_panels` for a few t instead."""
     import ipywidgets as widgets
+    from IPython.display import display
 
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(x0)
 
     def show(t: int) -> None:
-        plt.show(timestep_panels(x0, schedule, t, noise))
+        fig = timestep_panels(x0, schedule, t, noise)
+        display(fig)
+        plt.close(fig)
 
     slider = widgets.IntSlider(value=0, min=0, max=schedule.T - 1, step=1, description="t", continuous_update=False)
     return widgets.interactive(show, t=slider)
@@ -121,8 +124,14 @@ def x0_prediction_grid(traj: Trajectory, n_cols: int = 6, lim: float = 4) -> Fig
     fig, axes = plt.subplots(2, n_cols, figsize=(2.2 * n_cols, 4.6), squeeze=False)
     for col, k in enumerate(picks):
         step = traj.steps[k]
-        _draw(axes[0, col], step.x_t if step.x_t.ndim == 2 else step.x_t[0], f"x_t, t = {step.t}", lim=lim)
-        _draw(axes[1, col], step.x0_hat if step.x_t.ndim == 2 else step.x0_hat[0], "x̂0 from it", lim=lim, color="tab:green")
+        _draw(axes[0, col], step.x_t if step.x_t.ndim == 2 else step.x_t[0], f"x_t, t = {step.t:.0f}", lim=lim)
+        _draw(
+            axes[1, col],
+            step.x0_hat if step.x_t.ndim == 2 else step.x0_hat[0],
+            "x̂0 from it",
+            lim=lim,
+            color="tab:green",
+        )
     fig.tight_layout()
     return fig
 
@@ -141,7 +150,7 @@ def animate_2d(traj: Trajectory, path: str | None = None, fps: int = 12, frames:
     def frame(k: int) -> None:
         step = traj.steps[picks[k]]
         a.clear(), b.clear()
-        _draw(a, step.x_next, f"x_t after step t = {step.t}", lim=lim)
+        _draw(a, step.x_next, f"x_t after step t = {step.t:.0f}", lim=lim)
         _draw(b, step.x0_hat, "prediction x̂0", lim=lim, color="tab:green")
 
     anim = FuncAnimation(fig, frame, frames=len(picks))

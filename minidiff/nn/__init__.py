@@ -1,6 +1,18 @@
 """Networks: layers shared by all of them, and the denoisers themselves."""
 
+from minidiff.nn.attention import CrossAttention, SelfAttention, record_attention_maps
 from minidiff.nn.layers import TimeEmbedding, timestep_embedding
 from minidiff.nn.mlp import MLPConfig, MLPDenoiser
+from minidiff.nn.unet import UNet, UNetConfig
 
-__all__ = ["MLPConfig", "MLPDenoiser", "TimeEmbedding", "timestep_embedding"]
+__all__ = [
+    "CrossAttention",
+    "MLPConfig",
+    "MLPDenoiser",
+    "SelfAttention",
+    "TimeEmbedding",
+    "UNet",
+    "UNetConfig",
+    "record_attention_maps",
+    "timestep_embedding",
+]

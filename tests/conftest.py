@@ -1,0 +1,5 @@
+"""Tests draw figures without a screen."""
+
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")

@@ -1,0 +1,50 @@
+"""Exercise checks accept the reference solutions and name the usual mistakes."""
+
+import pytest
+import torch
+
+from minidiff import exercises as ex
+
+
+@pytest.mark.parametrize("name", ["alpha_bar", "q_sample", "x0_from_eps", "ddpm_mean"])
+def test_solutions_pass(name, capsys):
+    assert getattr(ex, f"check_{name}")(getattr(ex, f"solution_{name}")) is True
+    assert "✓" in capsys.readouterr().out
+
+
+def test_unfinished_exercise_is_reported_not_raised(capsys):
+    assert ex.check_q_sample(lambda x0, t, eps, ab: None) is False
+    assert "returned None" in capsys.readouterr().out
+
+
+def test_exception_in_learner_code_becomes_feedback(capsys):
+    assert ex.check_alpha_bar(lambda betas: 1 / 0) is False
+    out = capsys.readouterr().out
+    assert "raised ZeroDivisionError" in out
+
+
+MISTAKES = [
+    (ex.check_alpha_bar, lambda b: 1 - b, "running *product*"),
+    (ex.check_alpha_bar, lambda b: 1 - torch.cumsum(b, 0), "not a sum"),
+    (
+        ex.check_q_sample,
+        lambda x0, t, e, ab: ab[t].view(-1, 1, 1, 1) * x0 + (1 - ab[t]).view(-1, 1, 1, 1) * e,
+        "square roots",
+    ),
+    (ex.check_q_sample, lambda x0, t, e, ab: ab[t].sqrt() * x0 + (1 - ab[t]).sqrt() * e, "reshaped to (B, 1, 1, 1)"),
+    (ex.check_x0_from_eps, lambda x, e, ab: x - (1 - ab).sqrt() * e, "divide by √ᾱ_t"),
+    (ex.check_ddpm_mean, lambda x, e, a, ab: (x - (1 - ab).sqrt() * e) / a.sqrt(), "noise coefficient"),
+]
+
+
+@pytest.mark.parametrize("check, wrong, hint", MISTAKES)
+def test_mistakes_are_named(check, wrong, hint, capsys):
+    assert check(wrong) is False
+    assert hint in capsys.readouterr().out
+
+
+def test_show_solution(capsys):
+    ex.show_solution("q_sample")
+    assert "def solution_q_sample" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="unknown exercise 'nope'.*q_sample"):
+        ex.show_solution("nope")

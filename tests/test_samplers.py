@@ -1,0 +1,433 @@
+"""Samplers, checked without a trained model: each is driven by the *exact* ε-predictor of
+a distribution known in closed form.
+
+- A Gaussian mixture: every sampler must give back its weights, means and covariances,
+  and get closer to it (in sliced Wasserstein distance) as it takes more steps.
+- A single Gaussian N(μ, s²I): the probability-flow ODE has a closed-form solution, so
+  the global error of each deterministic solver, and hence its order, can be measured.
+"""
+
+import math
+from functools import cache
+from itertools import pairwise
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minidiff import (
+    SAMPLERS,
+    GaussianMixture,
+    NoiseSchedule,
+    Trajectory,
+    as_eps_model,
+    ddim,
+    ddim_invert,
+    ddpm,
+    euler,
+    karras_sigmas,
+    sample,
+    sliced_wasserstein,
+    timesteps,
+    x0_from_eps,
+)
+
+SCHEDULE = NoiseSchedule.linear()  # T = 1000, σ from 0.01 to 157
+STOCHASTIC = ("ddpm", "euler_ancestral")
+DETERMINISTIC = ("ddim", "euler", "heun", "dpmpp_2m")
+
+
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def ellipse(angle: float, std_major: float, std_minor: float) -> torch.Tensor:
+    """Covariance R·diag(std²)·Rᵀ of an ellipse rotated by `angle`."""
+    c, s = math.cos(angle), math.sin(angle)
+    R = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
+    return R @ torch.diag(torch.tensor([std_major**2, std_minor**2], dtype=torch.float64)) @ R.T
+
+
+# Three separated, elongated, unequal components in 2-D.
+MIXTURE = GaussianMixture(
+    means=torch.tensor([[-1.5, 0.0], [1.0, 1.2], [1.2, -1.2]]),
+    covs=torch.stack([ellipse(0.3, 0.5, 0.15), ellipse(-0.8, 0.4, 0.1), ellipse(1.2, 0.3, 0.2)]),
+    weights=torch.tensor([0.5, 0.3, 0.2]),
+)
+N_SAMPLES = 2000
+
+
+class GaussianEps:
+    """The exact ε-predictor for x0 ~ N(μ, s²I), for data of any shape:
+
+        ε̂ = E[ε | x_t] = √(1-ᾱ)·(x_t - √ᾱ·μ) / (ᾱ·s² + 1 - ᾱ)
+
+    It records the timesteps it is asked at."""
+
+    def __init__(self, schedule: NoiseSchedule, mu: float | list[float] = 0.0, s: float = 0.5):
+        self.schedule, self.mu, self.s, self.ts = schedule, torch.tensor(mu, dtype=torch.float64), s, []
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.ts.append(t)
+        alpha_bar = self.schedule.alpha_bar_at(t).to(x_t).reshape(-1, *([1] * (x_t.ndim - 1)))
+        mu = self.mu.to(x_t)
+        return (1 - alpha_bar).sqrt() * (x_t - alpha_bar.sqrt() * mu) / (alpha_bar * self.s**2 + 1 - alpha_bar)
+
+
+def mixture_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Weights (K,), means (K, d), covariances (K, d, d) of samples, each point shared among
+    components by its responsibilities r_k(x). For exact samples these are unbiased, since
+    E[r_k] = w_k, E[r_k·x] = w_k·μ_k and E[r_k·xxᵀ] = w_k·(Σ_k + μ_k μ_kᵀ), overlap or not."""
+    r = MIXTURE.responsibilities(x)  # (n, K)
+    x = x.double()
+    mass = r.sum(0)  # (K,)
+    means = (r.T @ x) / mass[:, None]
+    second = torch.einsum("nk,ni,nj->kij", r, x, x) / mass[:, None, None]
+    return mass / len(x), means, second - means[:, :, None] * means[:, None, :]
+
+
+@cache
+def mixture_samples(sampler: str, steps: int, spacing: str = "trailing") -> torch.Tensor:
+    model = MIXTURE.eps_model(SCHEDULE)
+    x_T = torch.randn(N_SAMPLES, 2, generator=seeded(0))
+    return sample(model, x_T, SCHEDULE, sampler, steps, spacing=spacing, generator=seeded(1))
+
+
+@cache
+def data_reference() -> tuple[torch.Tensor, float]:
+    """A reference sample of the data, and the sliced Wasserstein distance from another
+    data sample of the same size to it: the floor no sampler can beat at this size."""
+    reference = MIXTURE.sample(N_SAMPLES, seeded(100))
+    return reference, sliced_wasserstein(MIXTURE.sample(N_SAMPLES, seeded(101)), reference)
+
+
+# A sensible step budget for each sampler (the lessons' defaults are of this order).
+BUDGETS = [
+    ("ddpm", 100, "trailing"),
+    ("ddim", 50, "trailing"),
+    ("euler", 50, "trailing"),
+    ("euler_ancestral", 50, "trailing"),
+    ("heun", 20, "trailing"),  # 39 model calls
+    ("heun", 20, "karras"),
+    ("dpmpp_2m", 20, "trailing"),
+    ("dpmpp_2m", 20, "karras"),
+]
+
+
+# ----- recovering a Gaussian mixture -------------------------------------------------------------
+@pytest.mark.parametrize("sampler, steps, spacing", BUDGETS)
+def test_recovers_the_gaussian_mixture(sampler, steps, spacing):
+    """Tolerances (data spread ~0.1–0.5; an exact sample of 2000 points already misses by
+    about 0.02, 0.02 and 0.01): weights ±0.04, means ±0.08, covariance entries ±0.06."""
+    weights, means, covs = mixture_statistics(mixture_samples(sampler, steps, spacing))
+    assert (weights - MIXTURE.weights).abs().max() < 0.04, f"weights {weights} vs {MIXTURE.weights}"
+    assert (means - MIXTURE.means).abs().max() < 0.08, f"means {means} vs {MIXTURE.means}"
+    assert (covs - MIXTURE.covs).abs().max() < 0.06, f"covariances {covs} vs {MIXTURE.covs}"
+
+
+@pytest.mark.parametrize("sampler, steps, spacing", [b for b in BUDGETS if b[2] == "trailing"])
+def test_more_steps_get_closer_to_the_data(sampler, steps, spacing):
+    """Sliced Wasserstein distance to the data falls from 2 to 5 steps to the budget, and at
+    the budget it is within 0.05 of the floor set by two samples of the data."""
+    reference, floor = data_reference()
+    distances = [sliced_wasserstein(mixture_samples(sampler, n, spacing), reference) for n in (2, 5, steps)]
+    assert distances[0] > distances[1] > distances[2], distances
+    assert distances[2] < floor + 0.05, (distances, floor)
+
+
+# ----- the probability-flow ODE for Gaussian data, solved in closed form --------------------------
+MU, S = [1.0, -0.5], 0.5
+ORDER_STEPS = (16, 32, 64, 128)
+
+
+def exact_ode_solution(x_T: torch.Tensor, sigma_max: float) -> torch.Tensor:
+    """For x0 ~ N(μ, s²I), D(x̃; σ) = μ + s²/(s² + σ²)·(x̃ - μ), and dx̃/dσ = (x̃ - D)/σ solves to
+    x̃(σ) - μ = (x̃(σ_max) - μ)·√((s² + σ²)/(s² + σ_max²)). At σ = 0, starting from
+    x̃(σ_max) = x_T·√(1 + σ_max²):"""
+    mu = torch.tensor(MU, dtype=x_T.dtype)
+    x_tilde = x_T * (1 + sigma_max**2) ** 0.5
+    return mu + (x_tilde - mu) * S / (S**2 + sigma_max**2) ** 0.5
+
+
+def global_errors(sampler: str) -> list[float]:
+    model = GaussianEps(SCHEDULE, MU, S)
+    x_T = torch.randn(16, 2, generator=seeded(0), dtype=torch.float64)
+    exact = exact_ode_solution(x_T, SCHEDULE.sigmas[-1].item())  # "karras" starts at σ_max
+    return [
+        (sample(model, x_T, SCHEDULE, sampler, n, spacing="karras") - exact).abs().max().item() for n in ORDER_STEPS
+    ]
+
+
+def fitted_order(steps: tuple[int, ...], errors: list[float]) -> float:
+    """Least-squares slope of -log(error) against log(steps): error ∝ steps^(-order)."""
+    xs, ys = [math.log(n) for n in steps], [-math.log(e) for e in errors]
+    x_mean, y_mean = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((x - x_mean) * (y - y_mean) for x, y in zip(xs, ys, strict=True)) / sum((x - x_mean) ** 2 for x in xs)
+
+
+@pytest.mark.parametrize("sampler, order", [("euler", 1), ("ddim", 1), ("heun", 2), ("dpmpp_2m", 2)])
+def test_convergence_order_on_the_exact_ode(sampler, order):
+    """Karras spacing (a smooth family of grids), float64, steps 16 … 128: the error falls at
+    every doubling and its fitted order is within ±0.3 of the method's order. (Every solver's
+    last step, σ_min = 0.01 → 0, is first order; its O(σ_min²) error stays below what we
+    measure here.)"""
+    errors = global_errors(sampler)
+    assert all(a > b for a, b in pairwise(errors)), errors
+    assert fitted_order(ORDER_STEPS, errors) == pytest.approx(order, abs=0.3), errors
+
+
+def test_ddim_is_euler_in_sigma_space():
+    """DDIM at η = 0 is Euler's method on the same ODE (Song et al. 2021, §4.3): with ε taken
+    at the start of each step, x̃_next = x̃ + (σ_next - σ)·ε̂, whatever the coordinates it is
+    written in. So the two samplers agree to rounding, and both are first order."""
+    model = MIXTURE.eps_model(SCHEDULE)
+    x_T = torch.randn(64, 2, generator=seeded(0), dtype=torch.float64)
+    for spacing in ("trailing", "karras"):
+        torch.testing.assert_close(ddim(model, x_T, SCHEDULE, 12, spacing), euler(model, x_T, SCHEDULE, 12, spacing))
+
+
+def test_ancestral_samplers_are_one_process():
+    """DDPM's posterior step (Ho et al. eq. 7) is DDIM's update with η = 1 (Song et al. §4.1)
+    and, written in x̃ = x_t/√ᾱ, Euler ancestral's; for other η DDIM and Euler ancestral
+    still agree. With the same noise they give the same samples."""
+    model = MIXTURE.eps_model(SCHEDULE)
+    x_T = torch.randn(64, 2, generator=seeded(0), dtype=torch.float64)
+    run = lambda sampler, **kw: sample(model, x_T, SCHEDULE, sampler, 12, generator=seeded(5), **kw)  # noqa: E731
+    reference = run("ddpm")
+    torch.testing.assert_close(run("ddim", eta=1.0), reference)
+    torch.testing.assert_close(run("euler_ancestral"), reference)
+    torch.testing.assert_close(run("euler_ancestral", eta=0.5), run("ddim", eta=0.5))
+
+
+def test_ddpm_with_all_steps_is_algorithm_2():
+    """ddpm over all T timesteps against Ho et al. 2020, Algorithm 2 written out directly
+    (σ_t² = β̃_t; drawing z on the last step too, where its factor is 0, as ddpm does)."""
+    schedule = NoiseSchedule.cosine(T=50)
+    model = MIXTURE.eps_model(schedule)
+    x = x_T = torch.randn(32, 2, generator=seeded(0), dtype=torch.float64)
+    g = seeded(1)
+    betas, alphas, alpha_bar = schedule.betas, schedule.alphas, schedule.alpha_bar
+    for t in reversed(range(schedule.T)):
+        eps = model(x, torch.full((32,), float(t), dtype=torch.float64))
+        ab_prev = alpha_bar[t - 1] if t > 0 else torch.tensor(1.0, dtype=torch.float64)
+        sigma = (betas[t] * (1 - ab_prev) / (1 - alpha_bar[t])).sqrt()
+        z = torch.randn(32, 2, generator=g, dtype=torch.float64)
+        x = (x - betas[t] / (1 - alpha_bar[t]).sqrt() * eps) / alphas[t].sqrt() + sigma * z
+    torch.testing.assert_close(ddpm(model, x_T, schedule, generator=seeded(1)), x)
+
+
+def test_prediction_types_go_through_the_wrapper():
+    """An x0-predicting network, wrapped by as_eps_model, samples exactly like the ε-predictor
+    it was made from, at fractional timesteps too (Karras spacing)."""
+    eps_model = MIXTURE.eps_model(SCHEDULE)
+
+    def x0_model(x_t, t):
+        return x0_from_eps(x_t, eps_model(x_t, t), SCHEDULE.alpha_bar_at(t).to(x_t)[:, None])
+
+    x_T = torch.randn(64, 2, generator=seeded(0), dtype=torch.float64)
+    wrapped = as_eps_model(x0_model, SCHEDULE, "x0")
+    for sampler in ("dpmpp_2m", "ddim"):
+        expected = sample(eps_model, x_T, SCHEDULE, sampler, 15, spacing="karras")
+        torch.testing.assert_close(sample(wrapped, x_T, SCHEDULE, sampler, 15, spacing="karras"), expected)
+
+
+# ----- reproducibility and inversion ---------------------------------------------------------------
+@pytest.mark.parametrize("sampler, kwargs", [("ddpm", {}), ("euler_ancestral", {}), ("ddim", {"eta": 0.5})])
+def test_stochastic_samplers_are_reproducible_with_a_generator(sampler, kwargs):
+    model = GaussianEps(SCHEDULE, MU, S)
+    x_T = torch.randn(32, 2, generator=seeded(0))
+    run = lambda seed: sample(model, x_T, SCHEDULE, sampler, 10, generator=seeded(seed), **kwargs)  # noqa: E731
+    assert torch.equal(run(7), run(7))
+    assert not torch.allclose(run(7), run(8))
+
+
+@pytest.mark.parametrize("sampler", DETERMINISTIC)
+def test_deterministic_samplers_ignore_the_generator(sampler):
+    model = GaussianEps(SCHEDULE, MU, S)
+    x_T = torch.randn(32, 2, generator=seeded(0))
+    first = sample(model, x_T, SCHEDULE, sampler, 10, generator=seeded(1))
+    assert torch.equal(first, sample(model, x_T, SCHEDULE, sampler, 10, generator=seeded(2)))
+    assert torch.equal(first, sample(model, x_T, SCHEDULE, sampler, 10))
+
+
+def test_ddim_inversion_round_trips():
+    """ddim_invert runs the same ODE forward (x0 → x_T): its result matches the closed-form
+    x_T of Gaussian data, and ddim brings it back to x0. Both are first order, so the errors
+    fall ~4× from 100 to 400 steps; at 400 steps the round trip misses x0 by < 0.03
+    (data std 0.5), and the inversion misses the exact x_T by < 0.03 (x_T std 1)."""
+    model = GaussianEps(SCHEDULE, MU, S)
+    mu = torch.tensor(MU, dtype=torch.float64)
+    x0 = mu + S * torch.randn(64, 2, generator=seeded(0), dtype=torch.float64)
+    sigma_max = SCHEDULE.sigmas[-1].item()  # "trailing" starts at t = T-1
+    exact_x_T = (mu + (x0 - mu) * (S**2 + sigma_max**2) ** 0.5 / S) / (1 + sigma_max**2) ** 0.5
+    round_trip, inversion = [], []
+    for steps in (100, 400):
+        x_T = ddim_invert(model, x0, SCHEDULE, steps)
+        inversion.append((x_T - exact_x_T).abs().max().item())
+        round_trip.append((ddim(model, x_T, SCHEDULE, steps) - x0).abs().max().item())
+    assert round_trip[1] < 0.03 and inversion[1] < 0.03, (round_trip, inversion)
+    assert 3 < round_trip[0] / round_trip[1] < 5 and 3 < inversion[0] / inversion[1] < 5, (round_trip, inversion)
+
+
+# ----- callbacks, trajectories, shapes, dtypes -------------------------------------------------------
+ALL_RUNS = [*SAMPLERS, "ddim_invert"]
+
+
+def run_with_trajectory(name: str, x: torch.Tensor, steps: int, spacing: str) -> tuple[torch.Tensor, Trajectory, list]:
+    model, trajectory = GaussianEps(SCHEDULE, 0.3), Trajectory()
+    if name == "ddim_invert":
+        out = ddim_invert(model, x, SCHEDULE, steps, spacing, callback=trajectory)
+    else:
+        out = sample(model, x, SCHEDULE, name, steps, spacing=spacing, generator=seeded(0), callback=trajectory)
+    return out, trajectory, model.ts
+
+
+@pytest.mark.parametrize("name", ALL_RUNS)
+@pytest.mark.parametrize("spacing", ["leading", "karras"])
+def test_trajectory_records_every_step_in_the_vp_scale(name, spacing):
+    x = torch.randn(5, 2, generator=seeded(0))
+    out, trajectory, _ = run_with_trajectory(name, x, 7, spacing)
+    assert trajectory.xs.shape == (8, 5, 2)
+    assert trajectory.x0_hats.shape == (7, 5, 2)
+    assert [s.i for s in trajectory.steps] == list(range(7))
+    ts = trajectory.ts  # decreasing; increasing for the inversion, which starts at σ = 0 (asked at t = 0)
+    assert sorted(ts, reverse=name != "ddim_invert") == ts and len(set(ts)) >= 6
+    torch.testing.assert_close(trajectory.xs[0], x)
+    torch.testing.assert_close(trajectory.xs[-1], out)
+    for step, following in pairwise(trajectory.steps):  # one scale throughout
+        torch.testing.assert_close(step.x_next, following.x_t)
+
+
+@pytest.mark.parametrize("name", ALL_RUNS)
+def test_model_is_called_with_float_timesteps_in_range(name):
+    x = torch.randn(3, 2, generator=seeded(0))
+    _, trajectory, calls = run_with_trajectory(name, x, 6, "karras")
+    for t in calls:
+        assert t.shape == (3,) and t.dtype == x.dtype
+        assert 0 <= t.min() and t.max() <= SCHEDULE.T - 1
+    assert any(t % 1 != 0 for t in trajectory.ts)  # Karras σ's fall between integer timesteps
+    _, trajectory, _ = run_with_trajectory(name, x, 6, "trailing")
+    assert all(t % 1 == 0 for t in trajectory.ts)
+
+
+@pytest.mark.parametrize("name", ALL_RUNS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_images_keep_their_shape_and_dtype(name, dtype):
+    x = torch.randn(2, 3, 4, 4, generator=seeded(0), dtype=dtype)
+    out, trajectory, _ = run_with_trajectory(name, x, 4, "trailing")
+    assert out.shape == x.shape and out.dtype == dtype and bool(torch.isfinite(out).all())
+    assert trajectory.xs.shape == (5, 2, 3, 4, 4)
+
+
+def test_sample_dispatches_by_name():
+    model = GaussianEps(SCHEDULE, MU, S)
+    x_T = torch.randn(8, 2, generator=seeded(0))
+    for name, sampler in SAMPLERS.items():
+        expected = sampler(model, x_T, SCHEDULE, 5, generator=seeded(3))
+        assert torch.equal(sample(model, x_T, SCHEDULE, name, 5, generator=seeded(3)), expected), name
+    assert torch.equal(sample(model, x_T, SCHEDULE), ddim(model, x_T, SCHEDULE, 50))  # default: DDIM, 50 steps
+
+
+# ----- timesteps and σ spacings ----------------------------------------------------------------------
+def test_spacings_match_their_definitions():
+    assert timesteps(1000, 4, "trailing") == [999, 749, 499, 249]
+    assert timesteps(1000, 4, "leading") == [750, 500, 250, 0]
+    assert timesteps(1000, 4, "linspace") == [999, 666, 333, 0]
+    assert timesteps(10, 10, "trailing") == list(range(9, -1, -1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(T=st.integers(2, 2000), data=st.data())
+def test_timesteps_are_distinct_decreasing_and_in_range(T, data):
+    steps = data.draw(st.integers(1, T))
+    for spacing in ("linspace", "leading", "trailing"):
+        ts = timesteps(T, steps, spacing)
+        assert len(ts) == steps and all(a > b for a, b in pairwise(ts)), (spacing, ts)
+        assert 0 <= ts[-1] and ts[0] <= T - 1
+    assert timesteps(T, steps, "trailing")[0] == T - 1
+
+
+def test_karras_sigmas_follow_eq_5():
+    sigmas = karras_sigmas(0.01, 80.0, 10, rho=7.0)
+    assert sigmas.shape == (11,) and sigmas.dtype == torch.float64
+    assert sigmas[0].item() == pytest.approx(80.0) and sigmas[9].item() == pytest.approx(0.01) and sigmas[10] == 0
+    root = sigmas[:10] ** (1 / 7)  # evenly spaced in σ^(1/ρ)
+    torch.testing.assert_close(
+        root.diff(), torch.full((9,), (0.01 ** (1 / 7) - 80 ** (1 / 7)) / 9, dtype=torch.float64)
+    )
+    assert karras_sigmas(0.01, 80.0, 1).tolist() == [80.0, 0.0]
+
+
+# ----- bad arguments ------------------------------------------------------------------------------
+@pytest.fixture
+def args():
+    return MIXTURE.eps_model(SCHEDULE), torch.randn(4, 2)
+
+
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+@pytest.mark.parametrize("steps", [0, -3, 1001, 2.5])
+def test_steps_out_of_range(args, sampler, steps):
+    with pytest.raises(ValueError, match=r"steps must be an integer in \[1, 1000\] \(T = 1000.*got"):
+        sample(*args, SCHEDULE, sampler, steps)
+
+
+def test_unknown_sampler_lists_the_valid_names(args):
+    with pytest.raises(ValueError, match="unknown sampler 'plms'; expected one of 'ddpm', 'ddim', 'euler'"):
+        sample(*args, SCHEDULE, "plms")
+
+
+def test_unknown_spacing(args):
+    with pytest.raises(ValueError, match="unknown spacing 'cosine'; expected one of .*'karras'"):
+        euler(*args, SCHEDULE, spacing="cosine")
+    with pytest.raises(ValueError, match="unknown spacing 'karras'"):  # integer timesteps only
+        timesteps(1000, 10, "karras")
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "euler_ancestral"])
+@pytest.mark.parametrize("eta", [-0.1, 1.5, float("nan"), "1"])
+def test_eta_outside_0_1(args, sampler, eta):
+    with pytest.raises(ValueError, match=r"eta must be a number in \[0, 1\]"):
+        sample(*args, SCHEDULE, sampler, eta=eta)
+
+
+def test_argument_a_sampler_does_not_take(args):
+    with pytest.raises(TypeError, match="eta"):
+        sample(*args, SCHEDULE, "heun", eta=0.5)
+
+
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+def test_bad_x_T(sampler):
+    model = MIXTURE.eps_model(SCHEDULE)
+    with pytest.raises(TypeError, match="x_T must be a torch.Tensor, got list"):
+        sample(model, [[0.0, 1.0]], SCHEDULE, sampler)
+    with pytest.raises(ValueError, match="x_T contains NaN or infinite values"):
+        sample(model, torch.tensor([[0.0, float("nan")]]), SCHEDULE, sampler)
+    with pytest.raises(TypeError, match="x_T must be a floating-point tensor"):
+        sample(model, torch.zeros(3, 2, dtype=torch.long), SCHEDULE, sampler)
+
+
+def test_bad_x0_for_inversion(args):
+    with pytest.raises(ValueError, match="x0 contains NaN"):
+        ddim_invert(args[0], torch.full((4, 2), float("inf")), SCHEDULE)
+
+
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+def test_model_output_of_the_wrong_shape(sampler):
+    model = lambda x_t, t: torch.zeros(x_t.shape[0], 3)  # noqa: E731
+    with pytest.raises(ValueError, match=r"model output must have the shape of x_t \(4, 2\), got \(4, 3\)"):
+        sample(model, torch.randn(4, 2), SCHEDULE, sampler, 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"sigma_min": 0.0}, "0 < sigma_min < sigma_max"),
+        ({"sigma_min": 100.0}, "0 < sigma_min < sigma_max"),
+        ({"steps": 0}, "steps must be a positive integer"),
+        ({"rho": 0.0}, "rho must be positive"),
+    ],
+)
+def test_bad_karras_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        karras_sigmas(**{"sigma_min": 0.01, "sigma_max": 80.0, "steps": 10, **kwargs})
