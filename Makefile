@@ -19,7 +19,7 @@ PACKAGE := $(shell find minidiff -name '*.py')
 course: $(HTML)
 
 build/course/%.html: notebooks/%.ipynb $(PACKAGE) $(STAMP)
-	@$(BIN)/python -m minidiff.course $< --out build/course
+	@$(BIN)/python -m minidiff.run_course $< --out build/course
 
 test: $(STAMP)
 	MINIDIFF_FAST=1 $(BIN)/python -m pytest -q tests --nbval-lax notebooks

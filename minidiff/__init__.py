@@ -6,11 +6,14 @@ The path of data, one direction:
          ─► train ─► samplers (reverse process over any denoiser) ─► viz
 """
 
+from minidiff.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from minidiff.course import budget, default_device, fast_mode
 from minidiff.data import TOY_DATASETS, GaussianMixture, eight_gaussians, make_toy
 from minidiff.forward import as_eps_model, diffusion_loss, training_target, x0_from_eps
 from minidiff.metrics import ks_to_normal, sliced_wasserstein
 from minidiff.nn import MLPConfig, MLPDenoiser, UNet, UNetConfig
+from minidiff.pretrained import list_pretrained, load_pretrained, pretrained_info
+from minidiff.recipes import RECIPES, Recipe, train_recipe
 from minidiff.samplers import (
     SAMPLERS,
     Step,
@@ -27,17 +30,24 @@ from minidiff.samplers import (
     timesteps,
 )
 from minidiff.schedules import NoiseSchedule
+from minidiff.train import TrainConfig, TrainResult
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Checkpoint",
+    "CheckpointError",
     "GaussianMixture",
     "MLPConfig",
     "MLPDenoiser",
     "NoiseSchedule",
+    "RECIPES",
+    "Recipe",
     "SAMPLERS",
     "Step",
     "TOY_DATASETS",
+    "TrainConfig",
+    "TrainResult",
     "Trajectory",
     "UNet",
     "UNetConfig",
@@ -55,11 +65,17 @@ __all__ = [
     "fast_mode",
     "heun",
     "karras_sigmas",
+    "list_pretrained",
+    "load_pretrained",
+    "pretrained_info",
     "ks_to_normal",
+    "load_checkpoint",
     "make_toy",
     "sample",
+    "save_checkpoint",
     "sliced_wasserstein",
     "timesteps",
+    "train_recipe",
     "training_target",
     "x0_from_eps",
 ]

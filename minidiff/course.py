@@ -4,16 +4,12 @@
 running the notebooks gets the full budgets. Lessons call `budget(fast=…, full=…)` for
 every size that depends on it, instead of branching on a flag themselves.
 
-`python -m minidiff.course NOTEBOOK… --out DIR` runs notebooks headlessly (`make course`).
+`python -m minidiff.run_course NOTEBOOK… --out DIR` runs notebooks headlessly (`make course`).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
-import time
-from pathlib import Path
 from typing import TypeVar
 
 import torch
@@ -38,48 +34,3 @@ def default_device() -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def run_notebook(path: Path, out_dir: Path, timeout: int = 1800) -> tuple[bool, float]:
-    """Execute one notebook headlessly (in its own folder) and write the executed .ipynb
-    and an .html page to out_dir. Returns (ok, seconds)."""
-    import nbformat
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
-    from nbconvert import HTMLExporter
-
-    nb = nbformat.read(path, as_version=4)
-    start = time.perf_counter()
-    ok = True
-    try:
-        NotebookClient(
-            nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
-        ).execute()
-    except CellExecutionError as error:
-        ok = False
-        print(str(error)[-2000:], file=sys.stderr)
-    seconds = time.perf_counter() - start
-    out_dir.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, out_dir / path.name)
-    html, _ = HTMLExporter().from_notebook_node(nb)
-    (out_dir / path.with_suffix(".html").name).write_text(html, encoding="utf-8")
-    return ok, seconds
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minidiff.course", description="Run course notebooks headlessly.")
-    parser.add_argument("notebooks", nargs="+", type=Path, help="notebooks to run, in order")
-    parser.add_argument("--out", type=Path, default=Path("build/course"), help="folder for executed notebooks and HTML")
-    args = parser.parse_args(argv)
-    failed = 0
-    for path in args.notebooks:
-        if not path.is_file():
-            parser.error(f"notebook not found: {path}")
-        ok, seconds = run_notebook(path, args.out)
-        failed += not ok
-        print(f"{path.stem:<32} {seconds:7.1f} s  {'ok' if ok else 'FAILED'}", flush=True)
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

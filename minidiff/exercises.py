@@ -10,26 +10,35 @@ a reference solution, for when you are stuck.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from minidiff.forward import x0_from_eps
+from minidiff.nn.layers import timestep_embedding
+from minidiff.nn.unet import ResBlock
+from minidiff.samplers import SAMPLERS, sample
 from minidiff.schedules import NoiseSchedule
 
+BROADCAST_HINT = " A per-sample value of shape (B,) must be reshaped to (B, 1, 1, 1) to broadcast."
 
-def _verdict(name: str, fn: Callable, args: tuple, expected: Tensor, mistakes: dict[str, Tensor]) -> bool:
+
+def _verdict(
+    name: str,
+    fn: Callable,
+    args: tuple,
+    expected: Tensor,
+    mistakes: dict[str, Tensor],
+    broadcast_hint: str = BROADCAST_HINT,
+) -> bool:
     """Call the learner's fn(*args) and compare with `expected`; if wrong, name the first
     known mistake it matches. An exception in the learner's code becomes feedback."""
     try:
         got = fn(*args)
     except Exception as e:  # noqa: BLE001 — any error in learner code becomes feedback
-        hint = (
-            " A per-sample value of shape (B,) must be reshaped to (B, 1, 1, 1) to broadcast."
-            if "size of tensor" in str(e)
-            else ""
-        )
+        hint = broadcast_hint if "size of tensor" in str(e) else ""
         print(f"✗ {name}: your function raised {type(e).__name__}: {e}.{hint}")
         return False
     if got is None:
@@ -133,6 +142,193 @@ def check_ddpm_mean(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]) -> b
     return _verdict("ddpm_mean", fn, (x_t, eps, a, ab), (x_t - (1 - a) / (1 - ab).sqrt() * eps) / a.sqrt(), mistakes)
 
 
+def check_timestep_embedding(fn: Callable[[Tensor, int], Tensor]) -> bool:
+    """fn(t, dim) should return the (B, dim) sinusoidal embedding [sin(t·ω_0) … sin(t·ω_{h-1}),
+    cos(t·ω_0) … cos(t·ω_{h-1})] with h = dim/2 and ω_i = 10000^(-i/h)."""
+    t = torch.tensor([0.0, 1.0, 3.0, 10.0, 49.5])  # moderate t: float32 and float64 answers agree
+    dim = 16
+    half = dim // 2
+    i = torch.arange(half, dtype=torch.float64)
+    t64 = t.double()[:, None]
+
+    def sincos(freqs: Tensor) -> Tensor:
+        return torch.cat([(t64 * freqs).sin(), (t64 * freqs).cos()], dim=-1)
+
+    freqs = torch.exp(-math.log(10_000) * i / half)
+    angles = t64 * freqs
+    mistakes = {
+        "the sines and cosines are interleaved (sin, cos, sin, cos, …); put all the sines first, then all the "
+        "cosines: torch.cat([sin, cos], dim=-1).": torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1),
+        "the cosines come first; the order is [sin …, cos …].": torch.cat([angles.cos(), angles.sin()], dim=-1),
+        "the exponent is i/dim; it should be i/(dim/2), so the frequencies run from 1 down to nearly 1/10000.": sincos(
+            torch.exp(-math.log(10_000) * i / dim)
+        ),
+        "the exponent is i/(dim/2 - 1), another convention found in some code; this course uses i/(dim/2).": sincos(
+            torch.exp(-math.log(10_000) * i / (half - 1))
+        ),
+    }
+    return _verdict("timestep_embedding", fn, (t, dim), timestep_embedding(t, dim), mistakes)
+
+
+def check_scale_shift(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> bool:
+    """fn(h, scale, shift) with h (B, C, H, W) and scale, shift (B, C) should return
+    h·(1 + scale) + shift, one scale and one shift per sample and channel."""
+    g = torch.Generator().manual_seed(3)
+    h = torch.randn(3, 4, 5, 6, generator=g)  # every size different, so a wrong broadcast raises
+    scale, shift = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)
+    s, b = scale[:, :, None, None], shift[:, :, None, None]
+    mistakes = {
+        "you multiplied by scale; multiply by (1 + scale), so that scale = 0 leaves h unchanged.": h * s + b,
+        "scale and shift are swapped: h·(1 + scale) + shift.": h * (1 + b) + s,
+        "you shifted before scaling; scale first, then add the shift: h·(1 + scale) + shift.": (h + b) * (1 + s),
+        "the shift is missing: h·(1 + scale) + shift.": h * (1 + s),
+        "the scale is missing: h·(1 + scale) + shift.": h + b,
+    }
+    hint = " scale and shift have shape (B, C); reshape them to (B, C, 1, 1) to broadcast over H and W."
+    return _verdict("scale_shift", fn, (h, scale, shift), h * (1 + s) + b, mistakes, broadcast_hint=hint)
+
+
+def check_resblock_params(fn: Callable[[int, int, int], int]) -> bool:
+    """fn(c_in, c_out, emb_dim) should return the number of parameters of
+    ResBlock(c_in, c_out, emb_dim, groups=8, dropout=0)."""
+    cases = [(32, 32, 128), (32, 64, 128), (128, 64, 128), (64, 32, 256)]
+
+    def count(c_in: int, c_out: int, e: int) -> int:
+        return sum(p.numel() for p in ResBlock(c_in, c_out, e, groups=8, dropout=0.0).parameters())
+
+    def skip(c_in: int, c_out: int) -> int:
+        return c_in * c_out + c_out if c_in != c_out else 0
+
+    def answers(f: Callable[[int, int, int], int]) -> Tensor | None:
+        """f's answer for every case, as one tensor (None if f returned None anywhere)."""
+        values = [f(*case) for case in cases]
+        return None if any(v is None for v in values) else torch.tensor([float(v) for v in values])
+
+    mistakes = {
+        "the biases are missing: every Conv2d and Linear has one bias per output channel.": lambda i, o, e: (
+            2 * i + 9 * i * o + 2 * e * o + 9 * o * o + (i * o if i != o else 0)
+        ),
+        "the 1×1 skip convolution is missing: when c_in ≠ c_out the shortcut needs it to change the width.": (
+            lambda i, o, e: count(i, o, e) - skip(i, o)
+        ),
+        "norm2 has no parameters (affine=False): the scale-shift takes the place of GroupNorm's own scale and shift.": (
+            lambda i, o, e: count(i, o, e) + 2 * o
+        ),
+        "norm1's learned scale and shift (2·c_in numbers) are missing.": lambda i, o, e: count(i, o, e) - 2 * i,
+        "the embedding layer outputs 2·c_out numbers (a scale and a shift per channel), not c_out.": lambda i, o, e: (
+            count(i, o, e) - e * o - o
+        ),
+        "a 3×3 convolution has 9 weights per (input, output) channel pair: c_in·c_out·3·3, not c_in·c_out·3.": (
+            lambda i, o, e: count(i, o, e) - 6 * i * o - 6 * o * o
+        ),
+    }
+    wrong = {hint: answers(f) for hint, f in mistakes.items()}
+    return _verdict("resblock_params", lambda: answers(fn), (), answers(count), wrong)
+
+
+def check_ema_update(fn: Callable[[Tensor, Tensor, float], Tensor]) -> bool:
+    """fn(theta_ema, theta, decay) should return the new EMA weights decay·θ_ema + (1 - decay)·θ."""
+    g = torch.Generator().manual_seed(4)
+    theta_ema, theta = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
+    decay = 0.9
+    mistakes = {
+        "decay and 1 - decay are swapped: the *old* average keeps the large weight decay.": (
+            (1 - decay) * theta_ema + decay * theta
+        ),
+        "this is the new weights θ alone: the EMA must keep decay·θ_ema of its past.": theta,
+        "this returns θ_ema unchanged: add (1 - decay)·θ.": theta_ema,
+        "the weights must sum to 1: decay·θ_ema + (1 - decay)·θ, not decay·θ_ema + θ.": decay * theta_ema + theta,
+    }
+    return _verdict("ema_update", fn, (theta_ema, theta, decay), solution_ema_update(theta_ema, theta, decay), mistakes)
+
+
+def check_warmup_lr(fn: Callable[[int, float, int], float]) -> bool:
+    """fn(step, lr, warmup) should return the learning rate of optimizer step `step` (1, 2, …):
+    lr·step/warmup while step < warmup, then lr."""
+    steps = [1, 2, 50, 99, 100, 101, 5000]
+
+    def answers(f: Callable[[int, float, int], float]) -> Tensor | None:
+        values = [f(step, 1e-3, 100) for step in steps]
+        return None if any(v is None for v in values) else torch.tensor([float(v) for v in values])
+
+    mistakes = {
+        "after the warm-up the rate must stay at lr, not keep growing: use min(1, step/warmup).": (
+            lambda step, lr, w: lr * step / w
+        ),
+        "the warm-up starts at lr and goes down; it should rise from ~0 to lr.": lambda step, lr, w: (
+            lr * max(0.0, 1 - step / w) if step < w else lr
+        ),
+        "off by one: step 1 should already get lr/warmup, and step = warmup the full lr.": lambda step, lr, w: (
+            lr * min(1.0, (step - 1) / w)
+        ),
+    }
+    wrong = {hint: answers(f) for hint, f in mistakes.items()}
+    return _verdict("warmup_lr", lambda: answers(fn), (), answers(solution_warmup_lr), wrong)
+
+
+def check_euler_step(fn: Callable[[Tensor, Tensor, float, float], Tensor]) -> bool:
+    """fn(x, x0_hat, sigma, sigma_next) should return one Euler step of the probability-flow
+    ODE in σ: x + (σ_next - σ)·d with the slope d = (x - x̂0)/σ (Karras et al. 2022, Alg. 1)."""
+    g = torch.Generator().manual_seed(5)
+    x = 3.0 * torch.randn(4, 3, 5, 5, generator=g)  # x̃ = x0 + σ·ε at σ = 3
+    x0_hat = torch.randn(4, 3, 5, 5, generator=g)
+    sigma, sigma_next = 3.0, 1.2
+    d = (x - x0_hat) / sigma
+    mistakes = {
+        "the step goes the wrong way. σ decreases, so the step is (σ_next - σ)·d with a negative "
+        "(σ_next - σ); equivalently the slope is d = (x - x̂0)/σ, not (x̂0 - x)/σ.": x + (sigma - sigma_next) * d,
+        "you forgot to divide by σ: the slope is d = (x - x̂0)/σ, the noise ε̂ the model sees.": x
+        + (sigma_next - sigma) * (x - x0_hat),
+        "divide by σ, the level you step *from* (where x̂0 was predicted), not by σ_next.": x
+        + (sigma_next - sigma) * (x - x0_hat) / sigma_next,
+        "the step size is σ_next - σ, not σ_next.": x + sigma_next * d,
+        "you returned x̂0, a jump straight to σ = 0; put back noise of size σ_next: x̂0 + σ_next·d.": x0_hat,
+        "you added the step to x̂0; start from x: x + (σ_next - σ)·d (or x̂0 + σ_next·d).": x0_hat
+        + (sigma_next - sigma) * d,
+    }
+    return _verdict("euler_step", fn, (x, x0_hat, sigma, sigma_next), x + (sigma_next - sigma) * d, mistakes)
+
+
+def _calls(sampler: str, steps: int) -> int:
+    """How many times `sample` calls the model: counted on a model that predicts zeros."""
+    calls = 0
+
+    def zero_model(x_t: Tensor, t: Tensor) -> Tensor:
+        nonlocal calls
+        calls += 1
+        return torch.zeros_like(x_t)
+
+    sample(zero_model, torch.zeros(1, 2), NoiseSchedule.linear(T=100), sampler, steps)
+    return calls
+
+
+def check_nfe(fn: Callable[[str, int], int]) -> bool:
+    """fn(sampler, steps) should return the number of model calls (NFE) of `sample` with that
+    sampler and step count, for every sampler in SAMPLERS."""
+    cases = [(sampler, steps) for sampler in SAMPLERS for steps in (10, 2, 50)]
+
+    def answers(f: Callable[[str, int], int]) -> Tensor | None:
+        values = [f(*case) for case in cases]
+        return None if any(v is None for v in values) else torch.tensor([float(v) for v in values])
+
+    heun2 = lambda s, n: 2 * n if s == "heun" else n  # noqa: E731
+    mistakes = {
+        "Heun's last step, to σ = 0, has no slope there to correct with and stays an Euler step: "
+        "one call, so 2·steps - 1 in all.": heun2,
+        "Heun calls the model twice per step: the slope at the start, and the slope at the end of the "
+        "Euler step for the correction (except on the last step).": lambda s, n: n,
+        "DPM-Solver++(2M) is second order with one call per step: it reuses the previous step's x̂0 "
+        "instead of calling the model again (that is the 'multistep').": lambda s, n: (
+            2 * n if s == "dpmpp_2m" else solution_nfe(s, n)
+        ),
+        "a sampler with N steps calls the model N times (Heun: 2N - 1): the final level σ = 0 is where "
+        "the last step lands, not another call.": lambda s, n: solution_nfe(s, n) + 1,
+        "only Heun pays two calls per step; the others call the model once per step.": lambda s, n: 2 * n,
+    }
+    wrong = {hint: answers(f) for hint, f in mistakes.items()}
+    return _verdict("nfe", lambda: answers(fn), (), answers(_calls), wrong)
+
+
 # ----- reference solutions ---------------------------------------------------------------
 
 
@@ -151,6 +347,43 @@ def solution_x0_from_eps(x_t: Tensor, eps: Tensor, alpha_bar_t: Tensor) -> Tenso
 
 def solution_ddpm_mean(x_t: Tensor, eps: Tensor, alpha_t: Tensor, alpha_bar_t: Tensor) -> Tensor:
     return (x_t - (1 - alpha_t) / (1 - alpha_bar_t).sqrt() * eps) / alpha_t.sqrt()
+
+
+def solution_timestep_embedding(t: Tensor, dim: int) -> Tensor:
+    half = dim // 2
+    freqs = torch.exp(-math.log(10_000) * torch.arange(half) / half)  # ω_i, (dim/2,)
+    angles = t.float()[:, None] * freqs[None, :]  # (B, dim/2)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)  # (B, dim)
+
+
+def solution_scale_shift(h: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    return h * (1 + scale[:, :, None, None]) + shift[:, :, None, None]  # (B, C, H, W)
+
+
+def solution_resblock_params(c_in: int, c_out: int, emb_dim: int) -> int:
+    norm1 = 2 * c_in  # GroupNorm's scale and shift per channel
+    conv1 = 9 * c_in * c_out + c_out  # 3×3 weights + bias
+    emb = emb_dim * 2 * c_out + 2 * c_out  # Linear(emb_dim → scale and shift)
+    conv2 = 9 * c_out * c_out + c_out  # norm2 has no parameters (affine=False)
+    skip = c_in * c_out + c_out if c_in != c_out else 0  # 1×1 convolution, only to change the width
+    return norm1 + conv1 + emb + conv2 + skip
+
+
+def solution_ema_update(theta_ema: Tensor, theta: Tensor, decay: float) -> Tensor:
+    return decay * theta_ema + (1 - decay) * theta  # θ_ema ← decay·θ_ema + (1-decay)·θ
+
+
+def solution_warmup_lr(step: int, lr: float, warmup: int) -> float:
+    return lr * min(1.0, step / warmup)
+
+
+def solution_euler_step(x: Tensor, x0_hat: Tensor, sigma: float, sigma_next: float) -> Tensor:
+    d = (x - x0_hat) / sigma  # dx̃/dσ, the slope of the probability-flow ODE
+    return x + (sigma_next - sigma) * d  # same as x0_hat + sigma_next * d
+
+
+def solution_nfe(sampler: str, steps: int) -> int:
+    return 2 * steps - 1 if sampler == "heun" else steps  # Heun's last step has no correction
 
 
 def show_solution(name: str) -> None:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import Tensor
 
 from minidiff._checks import check_finite
-from minidiff.classifier import WEIGHTS_DIR, classifier_data, load_classifier
 
 
 def sliced_wasserstein(x: Tensor, y: Tensor, n_projections: int = 256, seed: int = 0) -> float:
@@ -77,7 +74,9 @@ def frechet_distance(feats_a: Tensor, feats_b: Tensor) -> float:
         if z.ndim != 2 or len(z) < 2:
             raise ValueError(f"{name} must have shape (N, d) with N >= 2, got {tuple(z.shape)}")
     if feats_a.shape[1] != feats_b.shape[1]:
-        raise ValueError(f"feats_a and feats_b must have the same dimension d, got {feats_a.shape[1]} and {feats_b.shape[1]}")
+        raise ValueError(
+            f"feats_a and feats_b must have the same dimension d, got {feats_a.shape[1]} and {feats_b.shape[1]}"
+        )
     a, b = feats_a.detach().double().cpu(), feats_b.detach().double().cpu()
     mu_a, mu_b = a.mean(dim=0), b.mean(dim=0)  # (d,)
     sigma_a, sigma_b = torch.cov(a.T), torch.cov(b.T)  # (d, d)
@@ -97,8 +96,9 @@ def _sqrt_psd(sigma: Tensor) -> Tensor:
 def label_entropy(counts: Tensor) -> float:
     """Entropy in bits of a label histogram (K,): log2 K when every class is equally frequent,
     0 when all samples fall in one class."""
-    p = counts.double() / counts.sum()
-    return -(p[p > 0] * p[p > 0].log2()).sum().item()
+    p = counts.double() / counts.sum()  # (K,)
+    p = p[p > 0]  # empty classes add 0 (p log p → 0)
+    return (p * (1 / p).log2()).sum().item()  # H = Σ p log2(1/p)
 
 
 class ImageMetric:
@@ -121,9 +121,14 @@ class ImageMetric:
     diffusion recipes (digits 1×16×16, shapes 3×32×32). The classifier runs on the images' device.
     """
 
-    def __init__(self, dataset: str, weights_dir: str | Path = WEIGHTS_DIR):
+    def __init__(self, dataset: str, weights_dir: str | None = None):
+        """dataset: "digits" or "shapes"; weights_dir: where the classifier weights and their
+        manifest are (default: the package's shipped ones)."""
+        # imported here, not on top: `import minidiff` must not import the module `python -m minidiff.classifier` runs
+        from minidiff.classifier import WEIGHTS_DIR, classifier_data, load_classifier
+
         self.dataset = dataset
-        self.classifier = load_classifier(dataset, weights_dir)
+        self.classifier = load_classifier(dataset, weights_dir or WEIGHTS_DIR)
         test = classifier_data(dataset, "test")
         self.class_names = test.class_names
         self.image_shape = tuple(test.images.shape[1:])  # (C, H, W)
@@ -135,7 +140,9 @@ class ImageMetric:
         check_finite("images", images)
         if tuple(images.shape[1:]) != self.image_shape or images.ndim != 4:
             shape = ", ".join(map(str, self.image_shape))
-            raise ValueError(f"images must have shape (N, {shape}) for the {self.dataset} classifier, got {tuple(images.shape)}")
+            raise ValueError(
+                f"images must have shape (N, {shape}) for the {self.dataset} classifier, got {tuple(images.shape)}"
+            )
         model = self.classifier.to(images.device)
         feats = torch.cat([model.features(x) for x in images.clamp(-1, 1).float().split(batch_size)])  # (N, D)
         return feats, model.head(feats)
@@ -164,6 +171,8 @@ class ImageMetric:
         }
         if labels is not None:
             if labels.shape != (len(images),) or labels.dtype.is_floating_point:
-                raise ValueError(f"labels must be integers of shape ({len(images)},), got {labels.dtype} {tuple(labels.shape)}")
+                raise ValueError(
+                    f"labels must be integers of shape ({len(images)},), got {labels.dtype} {tuple(labels.shape)}"
+                )
             result["accuracy"] = (logits.argmax(dim=1).cpu() == labels.cpu()).double().mean().item()
         return result

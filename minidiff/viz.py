@@ -160,3 +160,51 @@ def animate_2d(traj: Trajectory, path: str | None = None, fps: int = 12, frames:
         data = target.read_bytes()
     plt.close(fig)
     return Image(data=data, format="gif")
+
+
+def denoising_grid(traj: Trajectory, n_images: int = 4, n_steps: int = 8) -> Figure:
+    """For a few images, x_t (top of each pair of rows) and the prediction x̂0 made from it
+    (bottom), at `n_steps` steps spread over a sampling run of images."""
+    picks = torch.linspace(0, len(traj.steps) - 1, n_steps).round().long().tolist()
+    fig, axes = plt.subplots(2 * n_images, n_steps, figsize=(1.3 * n_steps, 2.6 * n_images), squeeze=False)
+    for col, k in enumerate(picks):
+        step = traj.steps[k]
+        for b in range(n_images):
+            _draw(axes[2 * b, col], step.x_t[b], f"t = {step.t:.0f}" if b == 0 else "")
+            _draw(axes[2 * b + 1, col], step.x0_hat[b])
+    for b in range(n_images):
+        axes[2 * b, 0].set_ylabel("x_t", rotation=0, ha="right")
+        axes[2 * b + 1, 0].set_ylabel("x̂0", rotation=0, ha="right")
+    fig.tight_layout()
+    return fig
+
+
+class LiveLoss:
+    """A training callback, callback(step, loss, model), that redraws the loss curve in the
+    notebook every `every` steps (one figure, updated in place)."""
+
+    def __init__(self, every: int = 25, window: int = 50):
+        self.every, self.window = every, window
+        self.losses: list[float] = []
+        self.handle = None
+
+    def __call__(self, step: int, loss: float, model=None) -> None:
+        self.losses.append(loss)
+        if step % self.every == 0:
+            self.draw()
+
+    def draw(self) -> None:
+        from IPython.display import display
+
+        fig, ax = plt.subplots(figsize=(6, 3))
+        ax.plot(self.losses, alpha=0.3, label="loss per batch")
+        w = min(self.window, len(self.losses))
+        smooth = torch.tensor(self.losses).unfold(0, w, 1).mean(1)
+        ax.plot(range(w - 1, len(self.losses)), smooth, label=f"mean of {w}")
+        ax.set(xlabel="training step", ylabel="MSE on ε", yscale="log")
+        ax.legend()
+        if self.handle is None:
+            self.handle = display(fig, display_id=True)
+        else:
+            self.handle.update(fig)
+        plt.close(fig)

@@ -6,7 +6,20 @@ import torch
 from minidiff import exercises as ex
 
 
-@pytest.mark.parametrize("name", ["alpha_bar", "q_sample", "x0_from_eps", "ddpm_mean"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "alpha_bar",
+        "q_sample",
+        "x0_from_eps",
+        "ddpm_mean",
+        "timestep_embedding",
+        "scale_shift",
+        "resblock_params",
+        "ema_update",
+        "warmup_lr",
+    ],
+)
 def test_solutions_pass(name, capsys):
     assert getattr(ex, f"check_{name}")(getattr(ex, f"solution_{name}")) is True
     assert "✓" in capsys.readouterr().out
@@ -34,6 +47,19 @@ MISTAKES = [
     (ex.check_q_sample, lambda x0, t, e, ab: ab[t].sqrt() * x0 + (1 - ab[t]).sqrt() * e, "reshaped to (B, 1, 1, 1)"),
     (ex.check_x0_from_eps, lambda x, e, ab: x - (1 - ab).sqrt() * e, "divide by √ᾱ_t"),
     (ex.check_ddpm_mean, lambda x, e, a, ab: (x - (1 - ab).sqrt() * e) / a.sqrt(), "noise coefficient"),
+    (
+        ex.check_timestep_embedding,
+        lambda t, d: ex.solution_timestep_embedding(t, d).view(len(t), 2, -1).transpose(1, 2).flatten(1),
+        "interleaved",
+    ),
+    (ex.check_scale_shift, lambda h, s, b: h * s[..., None, None] + b[..., None, None], "(1 + scale)"),
+    (ex.check_scale_shift, lambda h, s, b: h * (1 + s) + b, "(B, C, 1, 1)"),
+    (ex.check_resblock_params, lambda i, o, e: ex.solution_resblock_params(i, o, e) + 2 * o, "affine=False"),
+    (ex.check_resblock_params, lambda i, o, e: None, "returned None"),
+    (ex.check_ema_update, lambda e, t, d: (1 - d) * e + d * t, "swapped"),
+    (ex.check_warmup_lr, lambda s, lr, w: lr * s / w, "min(1, step/warmup)"),
+    (ex.check_euler_step, lambda x, x0, s, sn: x + (s - sn) * (x - x0) / s, "wrong way"),
+    (ex.check_nfe, lambda sampler, n: 2 * n if sampler == "heun" else n, "2·steps - 1"),
 ]
 
 

@@ -10,9 +10,9 @@ from torch import Tensor, nn
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
     """Sinusoidal embedding of (possibly fractional) timesteps, as in the Transformer
-    (Vaswani et al. 2017, §3.5) and DDPM: for i < dim/2,
+    (Vaswani et al. 2017, §3.5) and DDPM, all sines first, then all cosines: for i < dim/2,
 
-        emb[2i] = sin(t / max_period^(2i/dim)),   emb[2i+1] = cos(…)   (ordered as [sin…, cos…])
+        emb[:, i] = sin(t·ω_i),   emb[:, dim/2 + i] = cos(t·ω_i),   ω_i = max_period^(-i/(dim/2))
 
     Args:
         t:   timesteps, shape (B,), integer or float

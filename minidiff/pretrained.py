@@ -1,0 +1,155 @@
+"""Pretrained models shipped inside the package, trained here by the repository's own recipes.
+
+    minidiff.list_pretrained()              → {"digits": "U-Net on … (FD 1.9 vs data 0.97)", …}
+    ckpt = minidiff.load_pretrained("digits")
+    ckpt.model, ckpt.schedule, ckpt.sample_shape
+
+Each model is a checkpoint file (safetensors + JSON, see `minidiff.checkpoint`) in
+`minidiff/weights/`, listed in the manifest `pretrained.json` with its sha256, the recipe
+and command that trained it, the steps, the training time and machine, and its measured
+quality. Loading checks the sha256 first and never runs code from the file.
+
+`python -m minidiff publish --run runs/digits --name digits` turns a finished training run
+into a shipped model (it measures the quality and writes the manifest entry).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from minidiff._checks import check_choice
+from minidiff.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, write_atomic
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+MANIFEST = "pretrained.json"
+
+
+class WeightsError(ValueError):
+    """Shipped weights that are missing from their manifest, corrupt or modified."""
+
+
+def sha256_of(data: bytes) -> str:
+    """The SHA-256 digest of data as 64 hex digits, as `sha256sum` prints it."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_manifest(weights_dir: str | Path, manifest: str) -> dict[str, dict[str, Any]]:
+    """A weights folder's manifest: file name → entry (sha256, recipe, metrics…)."""
+    path = Path(weights_dir) / manifest
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights manifest at {path}")
+    return json.loads(path.read_text())
+
+
+def record_in_manifest(weights_dir: str | Path, manifest: str, file_name: str, entry: dict[str, Any]) -> None:
+    """Add or replace the manifest entry of one weights file (written atomically)."""
+    path = Path(weights_dir) / manifest
+    entries = json.loads(path.read_text()) if path.is_file() else {}
+    entries[file_name] = entry
+    write_atomic(path, (json.dumps(entries, indent=2, sort_keys=True) + "\n").encode())
+
+
+def verified_bytes(path: Path, manifest: str, how_to_fix: str) -> bytes:
+    """The content of a weights file after checking its sha256 against the manifest of its folder."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights at {path}; {how_to_fix}")
+    entry = read_manifest(path.parent, manifest).get(path.name)
+    if entry is None:
+        raise WeightsError(f"{path.parent / manifest} lists no {path.name}; {how_to_fix}")
+    data = path.read_bytes()
+    if sha256_of(data) != entry["sha256"]:
+        raise WeightsError(f"{path}: sha256 does not match the manifest, the file is corrupt or modified; {how_to_fix}")
+    return data
+
+
+def machine_description() -> str:
+    """The CPU (or GPU) and torch build, for a manifest's record of where training ran."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    cpu = names[0] if names else platform.processor() or platform.machine()
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {os.cpu_count()} CPUs{gpu}, torch {torch.__version__}"
+
+
+def list_pretrained(weights_dir: str | Path = WEIGHTS_DIR) -> dict[str, str]:
+    """The shipped models: name → one line saying what it is and how good it is."""
+    return {Path(f).stem: e["description"] for f, e in sorted(read_manifest(weights_dir, MANIFEST).items())}
+
+
+def load_pretrained(
+    name: str, device: str | torch.device = "cpu", weights_dir: str | Path = WEIGHTS_DIR
+) -> Checkpoint:
+    """A shipped model by name, checked against its sha256: `.model` (eval mode, on `device`),
+    `.schedule`, `.prediction`, `.sample_shape`, and `.meta` (how it was trained)."""
+    check_choice("pretrained model", name, tuple(list_pretrained(weights_dir)))
+    path = Path(weights_dir) / f"{name}.safetensors"
+    entry = read_manifest(weights_dir, MANIFEST)[path.name]
+    verified_bytes(path, MANIFEST, f"re-create it with `{entry['command']}`")
+    return load_checkpoint(path, device=device)
+
+
+def pretrained_info(name: str, weights_dir: str | Path = WEIGHTS_DIR) -> dict[str, Any]:
+    """The manifest entry of a shipped model: recipe, steps, training time, machine, metrics."""
+    check_choice("pretrained model", name, tuple(list_pretrained(weights_dir)))
+    return read_manifest(weights_dir, MANIFEST)[f"{name}.safetensors"]
+
+
+def publish(
+    run_checkpoint: str | Path,
+    name: str,
+    dataset: str,
+    recipe: str,
+    training_time: str,
+    n_samples: int,
+    sampler: str = "ddim",
+    steps: int = 50,
+    weights_dir: str | Path = WEIGHTS_DIR,
+) -> dict[str, Any]:
+    """Ship a trained model: copy its EMA weights from a run's checkpoint into weights_dir as
+    `<name>.safetensors` and record it in the manifest with its measured quality.
+
+    Quality is the dataset metric (`minidiff.metrics.ImageMetric`) of `n_samples` samples
+    drawn with `sampler`/`steps` from a fixed seed, next to the same metric for real
+    training images (the baseline a perfect model would reach).
+    """
+    from minidiff.forward import as_eps_model
+    from minidiff.metrics import ImageMetric
+    from minidiff.recipes import get_recipe
+    from minidiff.samplers import sample
+
+    ckpt = load_checkpoint(run_checkpoint)
+    metric = ImageMetric(dataset)
+    real = get_recipe(recipe).load_data()[0][:n_samples]
+    g = torch.Generator().manual_seed(0)
+    x_T = torch.randn((n_samples, *ckpt.sample_shape), generator=g)
+    model = as_eps_model(ckpt.model, ckpt.schedule, ckpt.prediction)
+    with torch.no_grad():
+        images = torch.cat([sample(model, x, ckpt.schedule, sampler, steps) for x in x_T.split(256)])
+    quality = metric.evaluate(images)
+    baseline = metric.evaluate(real)
+    path = Path(weights_dir) / f"{name}.safetensors"
+    save_checkpoint(path, ckpt.model, ckpt.schedule, ckpt.sample_shape, ckpt.prediction, ckpt.step, ckpt.meta)
+    parameters = sum(p.numel() for p in ckpt.model.parameters())
+    entry = {
+        "sha256": sha256_of(path.read_bytes()),
+        "description": f"{type(ckpt.model).__name__} ({parameters / 1e6:.2f}M parameters) on {dataset}, "
+        f"{ckpt.step} steps; FD {quality['fd']:.2f} (real data: {baseline['fd']:.2f})",
+        "recipe": recipe,
+        "command": f"python -m minidiff train --recipe {recipe} --out runs/{recipe} --steps {ckpt.step}",
+        "steps": ckpt.step,
+        "parameters": parameters,
+        "training_time": training_time,
+        "machine": machine_description(),
+        "metric": {"samples": n_samples, "sampler": f"{sampler}-{steps}", **quality},
+        "baseline": {"data": f"{len(real)} real training images", **baseline},
+    }
+    record_in_manifest(weights_dir, MANIFEST, path.name, entry)
+    return entry

@@ -1,0 +1,145 @@
+"""Named training recipes: the data, the network, the noise schedule and how to train, in one place.
+
+    python -m minidiff train --recipe digits --out runs/digits          # the command line
+    train_recipe("toy", steps=budget(fast=200, full=3000))              # a notebook
+
+`RECIPES` holds them by name; the shipped pretrained weights are trained with these.
+
+Every recipe trains its network to predict v (Salimans & Ho 2022) on the cosine schedule.
+With ε-prediction, the cosine schedule's last step (ᾱ ≈ 2·10⁻⁹) turns the tiniest error in ε̂
+into a huge one in x̂0 = (x_t - √(1-ᾱ)·ε̂)/√ᾱ, and samplers that start there (every
+"trailing" spacing) give garbage; from v, ε̂ = √(1-ᾱ)·x_t + √ᾱ·v̂ is exact in that limit.
+Sample through `Checkpoint.eps_model` (or `as_eps_model`), which converts v to ε.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from minidiff._checks import check_choice
+from minidiff.checkpoint import model_from_config
+from minidiff.course import default_device
+from minidiff.data import TOY_DATASETS, DigitsDataset, ShapesDataset, make_toy
+from minidiff.nn import MLPConfig, UNetConfig
+from minidiff.schedules import NoiseSchedule
+from minidiff.train import TrainConfig, TrainResult, train
+
+DATASETS = ("digits", "shapes", *TOY_DATASETS)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A complete training run, by name."""
+
+    name: str
+    description: str  # one line for `--help`
+    dataset: str  # "digits", "shapes" or a 2-D toy (TOY_DATASETS)
+    model: UNetConfig | MLPConfig  # the network (`model_from_config` builds it)
+    training: TrainConfig  # steps, batch size, learning rate, EMA, seed, …
+    schedule: str = "cosine"  # noise schedule name, see `NoiseSchedule.from_name`
+    T: int = 1000  # training timesteps
+    image_size: int = 16  # side of the images (digits, shapes)
+    n: int = 10_000  # samples generated (shapes, toys); digits has the 1,438 of its train split
+
+    def load_data(self) -> tuple[Tensor, Tensor | None]:
+        """The training data, (N, C, H, W) images in [-1, 1] or (N, 2) points, and the labels
+        (N,) if the dataset has any. Generated data always uses seed 0: it is the dataset."""
+        check_choice("dataset", self.dataset, DATASETS)
+        if self.dataset == "digits":
+            d = DigitsDataset(self.image_size, split="train")
+            return d.images, d.labels
+        if self.dataset == "shapes":
+            d = ShapesDataset(self.n, self.image_size, seed=0)
+            return d.images, d.labels
+        return make_toy(self.dataset, self.n, seed=0), None
+
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        Recipe(
+            name="digits",
+            description="U-Net (1.4M parameters) on scikit-learn's handwritten digits at 16×16; "
+            "3,000 steps, tens of minutes on a CPU",
+            dataset="digits",
+            model=UNetConfig(channels_last=True),
+            training=TrainConfig(steps=3000, prediction="v", warmup=200, checkpoint_every=250, sample_every=500),
+        ),
+        Recipe(
+            name="shapes",
+            description="U-Net (1.4M parameters) on 10,000 procedural RGB shapes at 32×32; "
+            "6,000 steps, hours on a CPU, minutes on a GPU",
+            dataset="shapes",
+            model=UNetConfig(in_channels=3, channels_last=True),
+            training=TrainConfig(
+                steps=6000, prediction="v", warmup=200, ema_decay=0.9995, checkpoint_every=250, sample_every=1000
+            ),
+            image_size=32,
+        ),
+        Recipe(
+            name="toy",
+            description="MLP (170k parameters) on the 2-D two-moons toy; 3,000 steps, about a minute on a CPU",
+            dataset="two_moons",
+            model=MLPConfig(),
+            training=TrainConfig(
+                steps=3000,
+                batch_size=256,
+                prediction="v",
+                ema_decay=0.995,
+                checkpoint_every=500,
+                sample_every=1000,
+                n_samples=1000,
+            ),
+        ),
+        Recipe(
+            name="tiny_digits",
+            description="a tiny U-Net on the digits at 8×8, for tests and quick demonstrations; seconds",
+            dataset="digits",
+            model=UNetConfig(channels=16, channel_mults=(1, 2), blocks_per_level=1, heads=2),
+            training=TrainConfig(
+                steps=300, batch_size=32, prediction="v", warmup=20, ema_decay=0.99, checkpoint_every=100, n_samples=16
+            ),
+            image_size=8,
+        ),
+    )
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe called `name` (a key of RECIPES)."""
+    check_choice("recipe", name, tuple(RECIPES))
+    return RECIPES[name]
+
+
+def train_recipe(
+    recipe: str | Recipe,
+    out_dir: str | Path | None = None,
+    *,
+    steps: int | None = None,
+    resume: bool = False,
+    device: str | torch.device | None = None,
+) -> TrainResult:
+    """Train a recipe's model from scratch (or resume its run in out_dir).
+
+    Args:
+        recipe:  a Recipe or the name of one in RECIPES
+        out_dir: folder for checkpoints and sample grids (see `train`); None: in memory only
+        steps:   train for this many steps instead of the recipe's (e.g. a short fast-mode run,
+                 or more steps to extend a finished run with resume=True)
+        resume:  continue the run saved in out_dir
+        device:  where to train (default: `default_device()`)
+    Returns `train`'s result: the EMA model and the loss history.
+    """
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    config = recipe.training if steps is None else dataclasses.replace(recipe.training, steps=steps)
+    data, labels = recipe.load_data()
+    torch.manual_seed(config.seed)  # the same initial weights every time
+    model = model_from_config(dataclasses.replace(recipe.model)).to(device or default_device())
+    conditional = getattr(recipe.model, "num_classes", None) is not None
+    schedule = NoiseSchedule.from_name(recipe.schedule, recipe.T)
+    return train(model, data, schedule, config, labels=labels if conditional else None, out_dir=out_dir, resume=resume)

@@ -1,0 +1,82 @@
+"""Tests for the command line, `python -m minidiff train|sample`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from minidiff.__main__ import main
+from minidiff.checkpoint import load_checkpoint
+from minidiff.train import CHECKPOINT, MODEL
+
+
+def test_train_then_sample_as_a_learner_would(tmp_path, capsys):
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    command = [sys.executable, "-m", "minidiff", "train", "--recipe", "toy", "--steps", "20", "--out", str(out)]
+    trained = subprocess.run([*command, "--device", "cpu"], capture_output=True, text=True, env=env)
+    assert trained.returncode == 0, trained.stderr
+    assert "step 20" in trained.stdout and {p.name for p in out.iterdir()} == {CHECKPOINT, MODEL}
+    grid = tmp_path / "grid.png"
+    assert main(["sample", "--checkpoint", str(out / MODEL), "--n", "100", "--steps", "10", "--out", str(grid)]) == 0
+    assert grid.read_bytes().startswith(b"\x89PNG") and str(grid) in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args", [[], ["train"], ["sample"]])
+def test_help(args, capsys):
+    assert exit_status([*args, "--help"]) == 0
+    assert "usage: python -m minidiff" in capsys.readouterr().out
+
+
+def test_train_help_lists_the_recipes(capsys):
+    exit_status(["train", "--help"])
+    assert "tiny_digits  a tiny U-Net" in capsys.readouterr().out
+
+
+def test_resume_and_sample_images(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--recipe", "tiny_digits", "--steps", "3", "--out", str(out), "--device", "cpu"]) == 0
+    assert main(["train", "--recipe", "tiny_digits", "--steps", "5", "--out", str(out), "--resume"]) == 0
+    assert load_checkpoint(out / CHECKPOINT).step == 5
+    grid = tmp_path / "digits.png"
+    args = ["sample", "--checkpoint", str(out / CHECKPOINT), "--n", "4", "--steps", "3", "--sampler", "dpmpp_2m"]
+    assert main([*args, "--out", str(grid), "--device", "cpu"]) == 0
+    assert grid.exists() and str(grid) in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--recipe", "nope", "--out", "x"], "invalid choice: 'nope' (choose from 'digits', 'shapes', 'toy'"),
+        (["train", "--recipe", "toy", "--out", "x", "--steps", "0"], "expected a positive integer, got '0'"),
+        (["train", "--recipe", "toy", "--out", "x", "--device", "gpu"], "expected a device such as cpu"),
+        (["sample", "--checkpoint", "missing.safetensors"], "no checkpoint at missing.safetensors"),
+        (["sample", "--checkpoint", "x", "--sampler", "magic"], "invalid choice: 'magic'"),
+    ],
+)
+def test_usage_errors_exit_2_with_a_message_and_no_traceback(args, message, capsys):
+    assert exit_status(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def exit_status(args: list[str]) -> int:
+    """main's exit status, whether it returns it or argparse exits with it."""
+    try:
+        return main(args)
+    except SystemExit as exit:
+        return exit.code
+
+
+def test_failures_in_a_run_are_reported_cleanly(tmp_path, capsys):
+    corrupt = tmp_path / "bad.safetensors"
+    corrupt.write_bytes(b"\x00" * 64)
+    assert main(["sample", "--checkpoint", str(corrupt)]) == 2
+    assert "not a readable safetensors file" in capsys.readouterr().err
+    out = tmp_path / "run"
+    assert main(["train", "--recipe", "toy", "--steps", "2", "--out", str(out), "--device", "cpu"]) == 0
+    assert main(["train", "--recipe", "toy", "--steps", "2", "--out", str(out), "--device", "cpu"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
