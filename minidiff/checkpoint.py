@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from minidiff._checks import check_choice
 from minidiff.forward import PREDICTIONS, Denoiser, as_eps_model
 from minidiff.nn import MLPConfig, MLPDenoiser, UNet, UNetConfig
+from minidiff.nn.text import TextUNet, TextUNetConfig
 from minidiff.schedules import NoiseSchedule
 
 FORMAT = "minidiff-checkpoint"
@@ -43,6 +44,7 @@ VERSION = 1
 MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "UNet": (UNet, UNetConfig),
     "MLPDenoiser": (MLPDenoiser, MLPConfig),
+    "TextUNet": (TextUNet, TextUNetConfig),
 }
 
 

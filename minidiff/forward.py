@@ -55,15 +55,16 @@ def training_target(prediction: str, x0: Tensor, eps: Tensor, alpha_bar: Tensor)
 def as_eps_model(model: Denoiser, schedule: NoiseSchedule, prediction: str = "eps") -> Denoiser:
     """Wrap a network that predicts `prediction` so that it predicts ε instead.
 
-    Works with integer or fractional timesteps t of shape (B,).
+    Works with integer or fractional timesteps t of shape (B,). Keyword arguments (a
+    condition such as `y=labels`) are passed through to the network.
     """
     check_choice("prediction", prediction, PREDICTIONS)
     if prediction == "eps":
         return model
 
-    def eps_model(x_t: Tensor, t: Tensor) -> Tensor:
+    def eps_model(x_t: Tensor, t: Tensor, **condition: Tensor) -> Tensor:
         alpha_bar = schedule.alpha_bar_at(t).to(x_t).reshape(-1, *([1] * (x_t.ndim - 1)))
-        out = model(x_t, t)
+        out = model(x_t, t, **condition)
         return eps_from_x0(x_t, out, alpha_bar) if prediction == "x0" else eps_from_v(x_t, out, alpha_bar)
 
     return eps_model

@@ -101,6 +101,15 @@ def label_entropy(counts: Tensor) -> float:
     return (p * (1 / p).log2()).sum().item()  # H = Σ p log2(1/p)
 
 
+def saturation(images: Tensor) -> float:
+    """Share of pixel values (every channel of every pixel) at the clip limits: those that
+    become 0 or 255 when images in [-1, 1] are turned into 8-bit colours. Over-guided
+    samples burn out towards pure colours, so this rises with the guidance scale."""
+    check_finite("images", images)
+    u8 = ((images.clamp(-1, 1) + 1) * 127.5).round()  # the 8-bit value of each pixel value
+    return ((u8 == 0) | (u8 == 255)).double().mean().item()
+
+
 class ImageMetric:
     """Sample quality for one image dataset ("digits" or "shapes"), seen by a small classifier
     trained on that dataset (`minidiff.classifier`, shipped weights).
@@ -161,13 +170,14 @@ class ImageMetric:
     def evaluate(self, images: Tensor, labels: Tensor | None = None) -> dict[str, float]:
         """All the numbers for images (N, C, H, W), and labels (N,) they were conditioned on if any:
         fd, label_entropy (bits; log2 K is all classes equally often), classes_covered (out of K),
-        and with labels, accuracy (fraction classified as their label)."""
+        saturation (`saturation`), and with labels, accuracy (fraction classified as their label)."""
         feats, logits = self._run(images)
         counts = self._histogram(logits)
         result = {
             "fd": frechet_distance(feats, self.reference),
             "label_entropy": label_entropy(counts),
             "classes_covered": int((counts > 0).sum()),
+            "saturation": saturation(images),
         }
         if labels is not None:
             if labels.shape != (len(images),) or labels.dtype.is_floating_point:

@@ -111,6 +111,7 @@ def publish(
     n_samples: int,
     sampler: str = "ddim",
     steps: int = 50,
+    guidance: float = 3.0,
     weights_dir: str | Path = WEIGHTS_DIR,
 ) -> dict[str, Any]:
     """Ship a trained model: copy its EMA weights from a run's checkpoint into weights_dir as
@@ -118,38 +119,57 @@ def publish(
 
     Quality is the dataset metric (`minidiff.metrics.ImageMetric`) of `n_samples` samples
     drawn with `sampler`/`steps` from a fixed seed, next to the same metric for real
-    training images (the baseline a perfect model would reach).
+    training images (the baseline a perfect model would reach). A conditional model is asked
+    for every class in turn, with classifier-free guidance scale `guidance`, and its entry
+    also records the accuracy: the share of samples the classifier sees as the class asked for.
     """
-    from minidiff.forward import as_eps_model
     from minidiff.metrics import ImageMetric
     from minidiff.recipes import get_recipe
-    from minidiff.samplers import sample
 
     ckpt = load_checkpoint(run_checkpoint)
     metric = ImageMetric(dataset)
     real = get_recipe(recipe).load_data()[0][:n_samples]
-    g = torch.Generator().manual_seed(0)
-    x_T = torch.randn((n_samples, *ckpt.sample_shape), generator=g)
-    model = as_eps_model(ckpt.model, ckpt.schedule, ckpt.prediction)
-    with torch.no_grad():
-        images = torch.cat([sample(model, x, ckpt.schedule, sampler, steps) for x in x_T.split(256)])
-    quality = metric.evaluate(images)
+    conditional = hasattr(ckpt.model, "null_condition")
+    labels = torch.arange(n_samples) % len(metric.class_names) if conditional else None
+    images = _samples(ckpt, n_samples, sampler, steps, labels, guidance)
+    quality = metric.evaluate(images, labels)
     baseline = metric.evaluate(real)
     path = Path(weights_dir) / f"{name}.safetensors"
     save_checkpoint(path, ckpt.model, ckpt.schedule, ckpt.sample_shape, ckpt.prediction, ckpt.step, ckpt.meta)
     parameters = sum(p.numel() for p in ckpt.model.parameters())
+    asked = f", accuracy {quality['accuracy']:.0%} at guidance {guidance}" if conditional else ""
     entry = {
         "sha256": sha256_of(path.read_bytes()),
         "description": f"{type(ckpt.model).__name__} ({parameters / 1e6:.2f}M parameters) on {dataset}, "
-        f"{ckpt.step} steps; FD {quality['fd']:.2f} (real data: {baseline['fd']:.2f})",
+        f"{ckpt.step} steps; FD {quality['fd']:.2f} (real data: {baseline['fd']:.2f}){asked}",
         "recipe": recipe,
         "command": f"python -m minidiff train --recipe {recipe} --out runs/{recipe} --steps {ckpt.step}",
         "steps": ckpt.step,
         "parameters": parameters,
         "training_time": training_time,
         "machine": machine_description(),
-        "metric": {"samples": n_samples, "sampler": f"{sampler}-{steps}", **quality},
+        "metric": {"samples": n_samples, "sampler": f"{sampler}-{steps}", **quality}
+        | ({"guidance": guidance} if conditional else {}),
         "baseline": {"data": f"{len(real)} real training images", **baseline},
     }
     record_in_manifest(weights_dir, MANIFEST, path.name, entry)
     return entry
+
+
+@torch.no_grad()
+def _samples(
+    ckpt: Checkpoint, n: int, sampler: str, steps: int, labels: torch.Tensor | None, guidance: float
+) -> torch.Tensor:
+    """n samples from a fixed seed, in batches of 256; conditioned on labels (N,) with guidance if given."""
+    from minidiff.guidance import class_condition, classifier_free_guidance
+    from minidiff.samplers import sample
+
+    x_T = torch.randn((n, *ckpt.sample_shape), generator=torch.Generator().manual_seed(0))
+    batches = []
+    for i in range(0, n, 256):
+        model = ckpt.eps_model
+        if labels is not None:
+            y = class_condition(ckpt.model, labels[i : i + 256])
+            model = classifier_free_guidance(model, y, ckpt.model.null_condition(y), guidance)
+        batches.append(sample(model, x_T[i : i + 256], ckpt.schedule, sampler, steps))
+    return torch.cat(batches)

@@ -13,8 +13,9 @@
     EMA weights                      θ_ema ← decay·θ_ema + (1-decay)·θ; samples use θ_ema
     checkpoints                      written atomically; `resume=True` continues the same run,
                                      with the same batches and noise, to the same weights
-    labels (optional)                for class-conditional models: each label is replaced by
-                                     the null label with probability p_uncond, so that one
+    labels (optional)                for conditional models, the condition y of each sample
+                                     (class labels, or a caption's token ids): each is replaced
+                                     by the null condition ∅ with probability p_uncond, so that one
                                      network learns both models classifier-free guidance needs
 
 A run in `out_dir` leaves there: `last.safetensors` (every `checkpoint_every` steps: the EMA
@@ -150,7 +151,8 @@ def train(
         data:     the whole training set in memory, (N, C, H, W) images or (N, D) points
         schedule: the noise schedule to train with
         config:   steps, batch size, learning rate, EMA, … (`TrainConfig()` if None)
-        labels:   class labels (N,) for a class-conditional model (its config.num_classes)
+        labels:   the condition y of each sample for a conditional model: class labels (N,)
+                  for a `UNet` with num_classes, token ids (N, L) for a `TextUNet`
         out_dir:  folder for checkpoints and sample grids; None keeps everything in memory
         resume:   continue the run saved in out_dir (up to config.steps) instead of starting
         callback: called after every step as callback(step, loss, ema_model), e.g. to plot
@@ -221,11 +223,12 @@ def _train_step(run: _Run, data: Tensor, labels: Tensor | None, step: int) -> fl
 
 
 def _with_labels(model: nn.Module, y: Tensor, p_uncond: float, g: torch.Generator) -> Callable:
-    """The denoiser (x_t, t) ↦ model(x_t, t, y), each label replaced by the null label with
-    probability p_uncond (Ho & Salimans 2022, Algorithm 1)."""
+    """The denoiser (x_t, t) ↦ model(x_t, t, y), each sample's condition replaced by the null
+    condition ∅ with probability p_uncond (Ho & Salimans 2022, Algorithm 1)."""
     if p_uncond > 0:
-        drop = torch.rand(y.shape, generator=g, device=y.device) < p_uncond  # (B,)
-        y = torch.where(drop, model.config.num_classes, y)  # label num_classes is the null label
+        drop = torch.rand(len(y), generator=g, device=y.device) < p_uncond  # (B,)
+        drop = drop.reshape(-1, *([1] * (y.ndim - 1)))  # (B, 1, …) against y's (B, …)
+        y = torch.where(drop, model.null_condition(y), y)
     return lambda x_t, t: model(x_t, t, y)
 
 
@@ -317,13 +320,9 @@ def _check_inputs(model: nn.Module, data: Tensor, labels: Tensor | None) -> None
         raise ValueError(f"data must have shape (N, …) with N >= 1 samples, got {tuple(data.shape)}")
     if labels is None:
         return
-    num_classes = getattr(getattr(model, "config", None), "num_classes", None)
-    if num_classes is None:
-        raise ValueError("labels given, but the model takes no labels (its config.num_classes is None)")
-    if not torch.is_tensor(labels) or labels.dtype.is_floating_point or labels.shape != (len(data),):
-        raise ValueError(f"labels must be an integer tensor of shape ({len(data)},), one per sample")
-    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
-        raise ValueError(f"labels must lie in [0, {num_classes - 1}], got {int(labels.min())} … {int(labels.max())}")
+    if not hasattr(model, "check_condition"):
+        raise ValueError(f"labels given, but a {type(model).__name__} takes no condition")
+    model.check_condition(labels, len(data))  # one condition per sample, each valid for the model
 
 
 # ----- sample grids ----------------------------------------------------------------------------

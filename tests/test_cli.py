@@ -50,7 +50,7 @@ def test_resume_and_sample_images(tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["train", "--recipe", "nope", "--out", "x"], "invalid choice: 'nope' (choose from 'digits', 'shapes', 'toy'"),
+        (["train", "--recipe", "nope", "--out", "x"], "invalid choice: 'nope' (choose from 'digits', 'shapes'"),
         (["train", "--recipe", "toy", "--out", "x", "--steps", "0"], "expected a positive integer, got '0'"),
         (["train", "--recipe", "toy", "--out", "x", "--device", "gpu"], "expected a device such as cpu"),
         (["sample", "--checkpoint", "missing.safetensors"], "no checkpoint at missing.safetensors"),

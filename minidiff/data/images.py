@@ -27,9 +27,16 @@ COLOUR_RGB = {
     "blue": (0.15, 0.30, 0.95),
     "yellow": (0.95, 0.82, 0.08),
 }  # saturated, so they stand out from the greyish backgrounds
+CAPTION_WORDS = ("a", *SIZES, *COLOURS, *SHAPES)  # every word of the captions
 SHAPE_CLASSES = tuple(f"{colour} {shape}" for shape in SHAPES for colour in COLOURS)  # label = shape × colour
 
 DIGITS_TEST_FRACTION = 0.2  # share of scikit-learn's digits held out as the test split
+
+
+def class_captions(labels: Tensor) -> list[str]:
+    """A shapes caption for each class label (N,), sizes alternating: "a small red circle",
+    "a large green circle", … — prompts whose wanted class is known, to score text models."""
+    return [f"a {SIZES[i % 2]} {SHAPE_CLASSES[k]}" for i, k in enumerate(labels.tolist())]
 
 
 class LabelledImages(Dataset):

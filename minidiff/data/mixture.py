@@ -99,3 +99,25 @@ class GaussianMixture:
             return eps.to(x_t)
 
         return exact_eps
+
+    def component(self, k: int) -> GaussianMixture:
+        """Component k alone, as a one-component mixture: the data of class k."""
+        return GaussianMixture(self.means[k : k + 1], self.covs[k : k + 1], torch.ones(1))
+
+    def class_eps_model(self, schedule: NoiseSchedule):
+        """The exact class-conditional ε-predictor, each component a class: model(x_t, t, y)
+        with labels y (B,) in [0, K]; y = k predicts for component k alone, y = K (the null
+        label ∅) for the whole mixture — what a network trained with label dropout learns."""
+        K = len(self.weights)
+        models = [self.component(k).eps_model(schedule) for k in range(K)] + [self.eps_model(schedule)]
+
+        def exact_eps(x_t: Tensor, t: Tensor, y: Tensor) -> Tensor:
+            if y.shape != (len(x_t),) or int(y.min()) < 0 or int(y.max()) > K:
+                raise ValueError(f"y must hold {len(x_t)} labels in [0, {K}] ({K} = null label), got {y}")
+            eps = torch.empty_like(x_t)
+            for k in y.unique().tolist():
+                rows = y == k
+                eps[rows] = models[k](x_t[rows], t[rows])
+            return eps
+
+        return exact_eps

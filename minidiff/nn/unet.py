@@ -256,21 +256,31 @@ class UNet(nn.Module):
         if not torch.is_tensor(t) or t.shape != (B,) or t.dtype == torch.bool:
             raise ValueError(f"t must be a tensor of shape ({B},), one timestep per sample, got {_describe(t)}")
         if y is not None:
-            if c.num_classes is None:
-                raise ValueError("y given, but this UNet has no label embedding (config.num_classes is None)")
-            if not torch.is_tensor(y) or y.dtype.is_floating_point or y.dtype == torch.bool or y.shape != (B,):
-                raise ValueError(f"y must be an integer tensor of shape ({B},), got {_describe(y)}")
-            if B and (int(y.min()) < 0 or int(y.max()) > c.num_classes):
-                raise ValueError(
-                    f"labels y must lie in [0, {c.num_classes}] ({c.num_classes} = null label), "
-                    f"got values from {int(y.min())} to {int(y.max())}"
-                )
+            self.check_condition(y, B)
         if context is None and context_mask is not None:
             raise ValueError("context_mask given without context")
         if context is not None:
             if c.context_dim is None:
                 raise ValueError("context given, but this UNet has no cross-attention (config.context_dim is None)")
             check_finite("context", context)
+
+    def check_condition(self, y: Tensor, batch: int | None = None) -> None:
+        """Raise ValueError unless y is a valid label tensor (batch,) for this model."""
+        c = self.config
+        if c.num_classes is None:
+            raise ValueError("y given, but this UNet has no label embedding (config.num_classes is None)")
+        B = len(y) if torch.is_tensor(y) and y.ndim and batch is None else batch
+        if not torch.is_tensor(y) or y.dtype.is_floating_point or y.dtype == torch.bool or y.shape != (B,):
+            raise ValueError(f"y must be an integer tensor of shape ({B},), got {_describe(y)}")
+        if B and (int(y.min()) < 0 or int(y.max()) > c.num_classes):
+            raise ValueError(
+                f"labels y must lie in [0, {c.num_classes}] ({c.num_classes} = null label), "
+                f"got values from {int(y.min())} to {int(y.max())}"
+            )
+
+    def null_condition(self, y: Tensor) -> Tensor:
+        """The null label ∅ (= num_classes) for every entry of y: "no label"."""
+        return torch.full_like(y, self.config.num_classes)
 
     def summary(self, input_shape: tuple[int, int, int]) -> None:
         """Print each stage's name, output shape and parameter count for one input of shape
