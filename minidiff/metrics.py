@@ -160,6 +160,10 @@ class ImageMetric:
         """Fréchet distance between the features of images (N, C, H, W) and of the test images."""
         return frechet_distance(self._run(images)[0], self.reference)
 
+    def predict(self, images: Tensor) -> Tensor:
+        """The class the classifier sees in each image (N, C, H, W): (N,) int64, on the CPU."""
+        return self._run(images)[1].argmax(dim=1).cpu()
+
     def label_histogram(self, images: Tensor) -> Tensor:
         """Number of images (N, C, H, W) the classifier assigns to each class, (K,) int64."""
         return self._histogram(self._run(images)[1])

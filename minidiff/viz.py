@@ -179,6 +179,41 @@ def denoising_grid(traj: Trajectory, n_images: int = 4, n_steps: int = 8) -> Fig
     return fig
 
 
+def image_rows(rows: dict[str, Tensor], nrow: int = 16) -> Figure:
+    """One row of images per entry of `rows`, {title: images (B, C, H, W) in [-1, 1]}, each
+    tiled `nrow` wide and titled on the left: e.g. the same seeds at several guidance scales."""
+    from minidiff.train import image_grid
+
+    fig, axes = plt.subplots(
+        len(rows),
+        1,
+        figsize=(0.75 * nrow, 0.85 * len(rows) * math.ceil(max(len(x) for x in rows.values()) / nrow)),
+        squeeze=False,
+    )
+    for ax, (title, images) in zip(axes[:, 0], rows.items(), strict=True):
+        ax.imshow(image_grid(images.detach().cpu().float(), nrow).squeeze(-1), cmap="gray")
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_ylabel(title, rotation=0, ha="right", va="center", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def image_slider(frames: dict[float, Tensor], description: str = "w", nrow: int = 16):
+    """An ipywidgets slider over precomputed image batches, {value: images (B, C, H, W)}: moving
+    it shows the batch of that value (e.g. samples at each guidance scale). Needs a live
+    kernel; `image_rows` draws the same batches all at once for an exported page."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    def show(value: float) -> None:
+        fig = image_rows({f"{description} = {value:g}": frames[value]}, nrow)
+        display(fig)
+        plt.close(fig)
+
+    slider = widgets.SelectionSlider(options=list(frames), description=description, continuous_update=False)
+    return widgets.interactive(show, value=slider)
+
+
 class LiveLoss:
     """A training callback, callback(step, loss, model), that redraws the loss curve in the
     notebook every `every` steps (one figure, updated in place)."""

@@ -27,7 +27,7 @@ from minidiff.classifier import (
     weights_file,
 )
 from minidiff.data import ShapesDataset
-from minidiff.metrics import ImageMetric, frechet_distance, label_entropy
+from minidiff.metrics import ImageMetric, frechet_distance, label_entropy, saturation
 
 MIN_ACCURACY = {"digits": 0.97, "shapes": 0.98}
 
@@ -197,3 +197,16 @@ def test_conditional_accuracy_and_bad_inputs(metrics):
         metrics["digits"].fd(torch.zeros(4, 1, 8, 8))
     with pytest.raises(ValueError, match="labels must be integers of shape"):
         metrics["digits"].evaluate(test.images, wrong[:5])
+
+
+def test_predictions_and_saturation(metrics):
+    test = classifier_data("shapes", "test")
+    pred = metrics["shapes"].predict(test.images[:200])
+    assert pred.shape == (200,) and (pred == test.labels[:200]).float().mean() > 0.95
+    assert torch.equal(torch.bincount(pred, minlength=16), metrics["shapes"].label_histogram(test.images[:200]))
+    x = torch.zeros(2, 3, 4, 4)
+    x[0, 0, 0, :2] = torch.tensor([1.0, -1.5])  # at and beyond the limits: 2 of 96 values
+    x[1, 1, 1, 1] = 0.999  # rounds to 255: a third
+    assert saturation(x) == pytest.approx(3 / 96)
+    burned = test.images[:50].mul(3).clamp(-1, 1)  # contrast ×3, the look of over-guided samples
+    assert saturation(burned) > saturation(test.images[:50]) + 0.2

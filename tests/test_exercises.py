@@ -18,6 +18,11 @@ from minidiff import exercises as ex
         "resblock_params",
         "ema_update",
         "warmup_lr",
+        "euler_step",
+        "nfe",
+        "cfg",
+        "drop_labels",
+        "attention_weights",
     ],
 )
 def test_solutions_pass(name, capsys):
@@ -60,6 +65,12 @@ MISTAKES = [
     (ex.check_warmup_lr, lambda s, lr, w: lr * s / w, "min(1, step/warmup)"),
     (ex.check_euler_step, lambda x, x0, s, sn: x + (s - sn) * (x - x0) / s, "wrong way"),
     (ex.check_nfe, lambda sampler, n: 2 * n if sampler == "heun" else n, "2·steps - 1"),
+    (ex.check_cfg, lambda u, c, w: (1 + w) * c - w * u, "Ho & Salimans' own convention"),
+    (ex.check_cfg, lambda u, c, w: c + w * (u - c), "swapped"),
+    (ex.check_drop_labels, lambda y, u, null: torch.where(u < 0.1, 0, y), "not 0"),
+    (ex.check_drop_labels, lambda y, u, null: torch.where(u <= 0.1, null, y), "strictly"),
+    (ex.check_attention_weights, lambda q, k, m: (q @ k.transpose(1, 2) / 8**0.5).softmax(-1), "-inf"),
+    (ex.check_attention_weights, lambda q, k, m: ex.solution_attention_weights(q, k, m) * 1.01, "off"),
 ]
 
 

@@ -48,3 +48,13 @@ def test_trajectory_plots_and_gif(tmp_path):
     path = tmp_path / "reverse.gif"
     image = viz.animate_2d(traj, str(path), frames=5)
     assert path.read_bytes()[:6] == b"GIF89a" and image.data == path.read_bytes()
+
+
+def test_image_rows_and_slider_show_each_batch():
+    frames = {1.0: -torch.ones(4, 3, 8, 8), 7.5: torch.ones(4, 3, 8, 8)}
+    fig = viz.image_rows({f"w = {w}": x for w, x in frames.items()}, nrow=4)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["w = 1.0", "w = 7.5"]
+    shown = [ax.images[0].get_array() for ax in fig.axes]
+    assert shown[0][1:-1, 1:-1].min() == 0 and shown[1].min() == 1  # black images, then white ones
+    slider = viz.image_slider(frames)
+    assert list(slider.children[0].options) == [1.0, 7.5]
