@@ -9,10 +9,11 @@ The path of data, one direction:
 from minidiff.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from minidiff.course import budget, default_device, fast_mode
 from minidiff.data import TOY_DATASETS, GaussianMixture, eight_gaussians, make_toy
+from minidiff.edit import img2img, inpaint
 from minidiff.forward import as_eps_model, diffusion_loss, training_target, x0_from_eps
 from minidiff.metrics import ks_to_normal, sliced_wasserstein
 from minidiff.nn import MLPConfig, MLPDenoiser, UNet, UNetConfig
-from minidiff.pretrained import list_pretrained, load_pretrained, pretrained_info
+from minidiff.pretrained import list_pretrained, list_vaes, load_pretrained, load_vae, pretrained_info
 from minidiff.recipes import RECIPES, Recipe, train_recipe
 from minidiff.samplers import (
     SAMPLERS,
@@ -26,6 +27,7 @@ from minidiff.samplers import (
     euler_ancestral,
     heun,
     karras_sigmas,
+    noise_levels,
     sample,
     timesteps,
 )
@@ -64,13 +66,18 @@ __all__ = [
     "euler_ancestral",
     "fast_mode",
     "heun",
+    "img2img",
+    "inpaint",
     "karras_sigmas",
     "list_pretrained",
+    "list_vaes",
     "load_pretrained",
+    "load_vae",
     "pretrained_info",
     "ks_to_normal",
     "load_checkpoint",
     "make_toy",
+    "noise_levels",
     "sample",
     "save_checkpoint",
     "sliced_wasserstein",

@@ -14,6 +14,11 @@ state needed to go on training it:
 Loading never executes code: safetensors holds plain tensors, the rest is JSON. Writing is
 atomic: the file is written to a temporary file next to it and moved into place with
 `os.replace`, so a crash mid-write leaves the previous checkpoint untouched.
+
+A model that is not a denoiser (the VAE of latent diffusion) has no noise schedule: it is
+saved by `save_model` in a sibling format ("minidiff-model": the same layout without the
+schedule, prediction and sample shape) and read back by `load_model`. Each loader refuses
+the other's files with an error saying which loader to use.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from minidiff._checks import check_choice
 from minidiff.forward import PREDICTIONS, Denoiser, as_eps_model
 from minidiff.nn import MLPConfig, MLPDenoiser, UNet, UNetConfig
 from minidiff.nn.text import TextUNet, TextUNetConfig
+from minidiff.nn.vae import VAE, VAEConfig
 from minidiff.schedules import NoiseSchedule
 
 FORMAT = "minidiff-checkpoint"
@@ -45,6 +51,7 @@ MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "UNet": (UNet, UNetConfig),
     "MLPDenoiser": (MLPDenoiser, MLPConfig),
     "TextUNet": (TextUNet, TextUNetConfig),
+    "VAE": (VAE, VAEConfig),
 }
 
 
@@ -169,17 +176,7 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None, device: st
     """
     path = Path(path)
     header, tensors = _read(path)
-    cls, config_cls = _model_class(path, header)
-    config = header["model"]["config"]
-    if model is None:
-        model = cls(config_cls(**config)).to(device)
-    else:
-        _check_same_model(path, header["model"]["class"], config, model)
-    weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as error:
-        raise CheckpointError(f"{path}: the weights do not fit the model: {error}") from None
+    model = _model_with_weights(path, header, tensors, model, device)
     extra = {k: v for k, v in tensors.items() if not k.startswith(("model.", "schedule."))}
     return Checkpoint(
         model=model.eval(),
@@ -215,6 +212,25 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     return header, tensors
 
 
+def _model_with_weights(
+    path: Path, header: dict[str, Any], tensors: dict[str, Tensor], model: nn.Module | None, device
+) -> nn.Module:
+    """The model a file describes (built on `device`, or `model` after checking that it is the
+    same class and config) with the file's "model.*" weights loaded."""
+    cls, config_cls = _model_class(path, header)
+    config = header["model"]["config"]
+    if model is None:
+        model = cls(config_cls(**config)).to(device)
+    else:
+        _check_same_model(path, header["model"]["class"], config, model)
+    weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: the weights do not fit the model: {error}") from None
+    return model
+
+
 def _model_class(path: Path, header: dict[str, Any]) -> tuple[type[nn.Module], type]:
     name = header["model"]["class"]
     if name not in MODELS:
@@ -239,3 +255,87 @@ def _check_same_model(path: Path, name: str, config: dict[str, Any], model: nn.M
     ]
     if differences:
         raise CheckpointError(f"{path} was saved from a {name} with another config; " + "; ".join(differences))
+
+
+# ----- models without a noise schedule (the VAE) -------------------------------------------------
+MODEL_FORMAT = "minidiff-model"
+
+
+@dataclass
+class SavedModel:
+    """What `load_model` returns: the model (eval mode), the training step it was saved at,
+    free-form JSON metadata, and any other tensors saved with it (training state, on the CPU)."""
+
+    model: nn.Module
+    step: int
+    meta: dict[str, Any]
+    extra: dict[str, Tensor]
+
+
+def save_model(
+    path: str | Path,
+    model: nn.Module,
+    step: int = 0,
+    meta: dict[str, Any] | None = None,
+    extra: dict[str, Tensor] | None = None,
+) -> Path:
+    """Write a model that has no noise schedule (e.g. a `VAE`) to `path`, atomically: its
+    class and config and `meta` as JSON, its weights and buffers as "model.<name>" tensors,
+    `extra` tensors under their own names (which must not start with "model.")."""
+    name = type(model).__name__
+    if MODELS.get(name, (None,))[0] is not type(model):
+        raise TypeError(f"model must be one of {', '.join(MODELS)} to be saved, got {name}")
+    extra = extra or {}
+    clashing = [k for k in extra if k.startswith("model.")]
+    if clashing:
+        raise ValueError(f"extra tensor names must not start with 'model.', got {clashing}")
+    header = {
+        "format": MODEL_FORMAT,
+        "version": VERSION,
+        "model": {"class": name, "config": _config_dict(model.config)},
+        "step": step,
+        "meta": meta or {},
+    }
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | extra
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    path = Path(path)
+    write_atomic(path, safetensors.torch.save(tensors, metadata={MODEL_FORMAT: json.dumps(header)}))
+    return path
+
+
+def load_model(path: str | Path, model: nn.Module | None = None, device: str | torch.device = "cpu") -> SavedModel:
+    """Read a file written by `save_model` (no pickle: safetensors + JSON).
+
+    Args:
+        path:   the .safetensors file
+        model:  load the weights into this model (same class and config) instead of building one
+        device: where a newly built model goes
+    Raises FileNotFoundError if there is no such file, and CheckpointError if it is not a
+    readable minidiff model file (a diffusion checkpoint, a corrupt file…) or does not match `model`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}")
+    try:
+        with safetensors.safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except safetensors.SafetensorError as error:
+        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {error}") from None
+    if FORMAT in metadata:
+        raise CheckpointError(
+            f"{path} is a diffusion model checkpoint (with a noise schedule); read it with load_checkpoint"
+        )
+    if MODEL_FORMAT not in metadata:
+        raise CheckpointError(
+            f"{path} is a safetensors file but not a minidiff model file (no {MODEL_FORMAT!r} metadata)"
+        )
+    try:
+        header = json.loads(metadata[MODEL_FORMAT])
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path}: the model file's metadata is not valid JSON: {error}") from None
+    if header.get("version") != VERSION:
+        raise CheckpointError(f"{path}: model file format version {header.get('version')!r}, expected {VERSION}")
+    model = _model_with_weights(path, header, tensors, model, device)
+    extra = {k: v for k, v in tensors.items() if not k.startswith("model.")}
+    return SavedModel(model.eval(), header["step"], header["meta"], extra)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 from pathlib import Path
@@ -25,7 +26,16 @@ from typing import Any
 import torch
 
 from minidiff._checks import check_choice
-from minidiff.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, write_atomic
+from minidiff.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+    save_model,
+    write_atomic,
+)
+from minidiff.nn.vae import VAE
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 MANIFEST = "pretrained.json"
@@ -84,9 +94,7 @@ def list_pretrained(weights_dir: str | Path = WEIGHTS_DIR) -> dict[str, str]:
     return {Path(f).stem: e["description"] for f, e in sorted(read_manifest(weights_dir, MANIFEST).items())}
 
 
-def load_pretrained(
-    name: str, device: str | torch.device = "cpu", weights_dir: str | Path = WEIGHTS_DIR
-) -> Checkpoint:
+def load_pretrained(name: str, device: str | torch.device = "cpu", weights_dir: str | Path = WEIGHTS_DIR) -> Checkpoint:
     """A shipped model by name, checked against its sha256: `.model` (eval mode, on `device`),
     `.schedule`, `.prediction`, `.sample_shape`, and `.meta` (how it was trained)."""
     check_choice("pretrained model", name, tuple(list_pretrained(weights_dir)))
@@ -129,7 +137,7 @@ def publish(
     ckpt = load_checkpoint(run_checkpoint)
     metric = ImageMetric(dataset)
     real = get_recipe(recipe).load_data()[0][:n_samples]
-    conditional = hasattr(ckpt.model, "null_condition")
+    conditional = getattr(ckpt.model, "conditional", False)
     labels = torch.arange(n_samples) % len(metric.class_names) if conditional else None
     images = _samples(ckpt, n_samples, sampler, steps, labels, guidance)
     quality = metric.evaluate(images, labels)
@@ -173,3 +181,97 @@ def _samples(
             model = classifier_free_guidance(model, y, ckpt.model.null_condition(y), guidance)
         batches.append(sample(model, x_T[i : i + 256], ckpt.schedule, sampler, steps))
     return torch.cat(batches)
+
+
+# ----- VAEs for latent diffusion ---------------------------------------------------------------
+VAE_MANIFEST = "vaes.json"  # VAEs have no noise schedule: their own manifest and file format (`save_model`)
+
+
+def list_vaes(weights_dir: str | Path = WEIGHTS_DIR) -> dict[str, str]:
+    """The shipped VAEs: name → one line saying what it is and how well it reconstructs."""
+    if not (Path(weights_dir) / VAE_MANIFEST).is_file():
+        return {}
+    return {Path(f).stem: e["description"] for f, e in sorted(read_manifest(weights_dir, VAE_MANIFEST).items())}
+
+
+def vae_info(name: str, weights_dir: str | Path = WEIGHTS_DIR) -> dict[str, Any]:
+    """The manifest entry of a shipped VAE: recipe, steps, training time, machine, held-out MSE."""
+    _check_vae_name(name, weights_dir)
+    return read_manifest(weights_dir, VAE_MANIFEST)[f"{name}.safetensors"]
+
+
+def load_vae(name: str, device: str | torch.device = "cpu", weights_dir: str | Path = WEIGHTS_DIR) -> VAE:
+    """A shipped VAE by name (e.g. "vae_shapes"), checked against its sha256, in eval mode on
+    `device`, with its `scale_factor` set: use it with `minidiff.latent.encode` / `.decode`."""
+    _check_vae_name(name, weights_dir)
+    path = Path(weights_dir) / f"{name}.safetensors"
+    entry = read_manifest(weights_dir, VAE_MANIFEST)[path.name]
+    verified_bytes(path, VAE_MANIFEST, f"re-create it with `{entry['command']}`")
+    vae = load_model(path, device=device).model
+    if not isinstance(vae, VAE):
+        raise CheckpointError(f"{path} holds a {type(vae).__name__}, not a VAE")
+    return vae
+
+
+def _check_vae_name(name: str, weights_dir: str | Path) -> None:
+    shipped = list_vaes(weights_dir)
+    if name not in shipped:
+        raise ValueError(
+            f"unknown VAE {name!r}; shipped: {', '.join(map(repr, shipped)) or 'none'}. A VAE recipe's run is "
+            f"shipped with minidiff.pretrained.publish_vae, e.g. after `python -m minidiff train --recipe "
+            f"vae_shapes --out runs/vae_shapes`"
+        )
+
+
+def publish_vae(
+    run_checkpoint: str | Path,
+    name: str,
+    recipe: str,
+    training_time: str,
+    n_heldout: int = 1000,
+    weights_dir: str | Path = WEIGHTS_DIR,
+) -> dict[str, Any]:
+    """Ship a trained VAE: copy it (EMA weights and scale factor) from a finished run's
+    model.safetensors into weights_dir as `<name>.safetensors`, and record it in the VAE
+    manifest with its reconstruction MSE on `n_heldout` held-out images (`Recipe.load_heldout`:
+    images the run never saw)."""
+    from minidiff.recipes import get_recipe
+    from minidiff.train_vae import reconstruction_mse
+
+    saved = load_model(run_checkpoint)
+    vae = saved.model
+    if not isinstance(vae, VAE):
+        raise CheckpointError(f"{run_checkpoint} holds a {type(vae).__name__}, not a VAE")
+    if "scale_factor" not in saved.meta:
+        raise CheckpointError(
+            f"{run_checkpoint} has no scale factor yet: publish the model.safetensors a finished run writes"
+        )
+    r = get_recipe(recipe)
+    heldout = r.load_heldout(n_heldout)
+    mse = reconstruction_mse(vae, heldout)
+    psnr = 10 * math.log10(4 / mse)  # peak-to-peak 2 on the [-1, 1] scale
+    path = Path(weights_dir) / f"{name}.safetensors"
+    save_model(path, vae, saved.step, saved.meta)
+    parameters = sum(p.numel() for p in vae.parameters())
+    latent = vae.latent_shape(tuple(heldout.shape[1:]))
+    entry = {
+        "sha256": sha256_of(path.read_bytes()),
+        "description": f"VAE ({parameters / 1e6:.2f}M parameters) on {r.dataset}, {tuple(heldout.shape[1:])} → "
+        f"latents {latent}, {saved.step} steps; held-out reconstruction MSE {mse:.4f} (PSNR {psnr:.1f} dB)",
+        "recipe": recipe,
+        "command": f"python -m minidiff train --recipe {recipe} --out runs/{recipe} --steps {saved.step}",
+        "steps": saved.step,
+        "parameters": parameters,
+        "training_time": training_time,
+        "machine": machine_description(),
+        "kl_weight": vae.config.kl_weight,
+        "scale_factor": vae.scale_factor.item(),
+        "latent_shape": list(latent),
+        "metric": {
+            "heldout_mse": mse,
+            "psnr_db": psnr,
+            "heldout": f"{len(heldout)} {r.dataset} images never trained on",
+        },
+    }
+    record_in_manifest(weights_dir, VAE_MANIFEST, path.name, entry)
+    return entry

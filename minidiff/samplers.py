@@ -138,13 +138,23 @@ def _check_steps(steps: int, T: int) -> None:
         raise ValueError(f"steps must be an integer in [1, {T}] (T = {T} training timesteps), got {steps!r}")
 
 
-def _noise_levels(schedule: NoiseSchedule, steps: int, spacing: str) -> list[float]:
-    """σ_0 > σ_1 > … > σ_{steps-1} > σ_steps = 0: the noise levels a sampler visits."""
+def noise_levels(schedule: NoiseSchedule, steps: int, spacing: str = "trailing", strength: float = 1.0) -> list[float]:
+    """σ_0 > σ_1 > … > σ_{steps-1} > σ_steps = 0: the noise levels a `steps`-step sampler visits.
+
+    strength < 1 keeps only the last k = round(strength·steps) steps, from σ_{steps-k} down
+    to 0 (SDEdit, Meng et al. 2022, arXiv:2108.01073): the sampler then starts from an image
+    noised to σ_{steps-k} instead of from pure noise (see `minidiff.edit.img2img`).
+    strength 1 keeps them all; strength 0 keeps none: [0.0].
+    """
     check_choice("spacing", spacing, SIGMA_SPACINGS)
     _check_steps(steps, schedule.T)
+    if not isinstance(strength, (int, float)) or not 0 <= strength <= 1:
+        raise ValueError(f"strength must be a number in [0, 1] (1: start from pure noise), got {strength!r}")
     if spacing == "karras":
-        return karras_sigmas(schedule.sigmas[0].item(), schedule.sigmas[-1].item(), steps).tolist()
-    return schedule.sigmas[timesteps(schedule.T, steps, spacing)].tolist() + [0.0]
+        sigmas = karras_sigmas(schedule.sigmas[0].item(), schedule.sigmas[-1].item(), steps).tolist()
+    else:
+        sigmas = schedule.sigmas[timesteps(schedule.T, steps, spacing)].tolist() + [0.0]
+    return sigmas[steps - round(strength * steps) :]  # the last round(strength·steps) steps
 
 
 def _check_eta(eta: float) -> None:
@@ -216,6 +226,7 @@ def ddpm(
     spacing: str = "trailing",
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
+    strength: float = 1.0,
 ) -> Tensor:
     """Ancestral sampling: Ho et al. 2020, Algorithm 2.
 
@@ -232,9 +243,12 @@ def ddpm(
         spacing:   how to choose them: "linspace", "leading", "trailing" or "karras"
         generator: random source for the noise added at each step (reproducibility)
         callback:  called with a `Step` after every step
+        strength:  SDEdit: visit only the last round(strength·steps) levels, x_T being the
+                   image noised to the first of them (`minidiff.edit.img2img` does this);
+                   1 (default) visits all of them, from pure noise
     """
     check_finite("x_T", x_T)
-    sigmas = _noise_levels(schedule, schedule.T if steps is None else steps, spacing)
+    sigmas = noise_levels(schedule, schedule.T if steps is None else steps, spacing, strength)
     x = x_T
     for i, (sigma, sigma_next) in enumerate(pairwise(sigmas)):
         ab_t, ab_s = _alpha_bar(sigma), _alpha_bar(sigma_next)  # ᾱ_s = 1 after the last step
@@ -260,6 +274,7 @@ def ddim(
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
     eta: float = 0.0,
+    strength: float = 1.0,
 ) -> Tensor:
     """DDIM: Song et al. 2021 (arXiv:2010.02502), eq. 12 with the noise σ_t(η) of eq. 16.
 
@@ -272,7 +287,8 @@ def ddim(
     """
     check_finite("x_T", x_T)
     _check_eta(eta)
-    return _ddim_steps(model, x_T, schedule, _noise_levels(schedule, steps, spacing), eta, generator, callback)
+    sigmas = noise_levels(schedule, steps, spacing, strength)
+    return _ddim_steps(model, x_T, schedule, sigmas, eta, generator, callback)
 
 
 @torch.no_grad()
@@ -293,7 +309,7 @@ def ddim_invert(
     t = 0, the least noisy level it knows.
     """
     check_finite("x0", x0)
-    return _ddim_steps(model, x0, schedule, _noise_levels(schedule, steps, spacing)[::-1], 0.0, None, callback)
+    return _ddim_steps(model, x0, schedule, noise_levels(schedule, steps, spacing)[::-1], 0.0, None, callback)
 
 
 def _ddim_steps(
@@ -331,6 +347,7 @@ def euler(
     spacing: str = "trailing",
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
+    strength: float = 1.0,
 ) -> Tensor:
     """Euler's method on the probability-flow ODE dx̃/dσ = (x̃ - D(x̃; σ))/σ: Karras et al.
     2022 (arXiv:2206.00364), Algorithm 1 without its second-order correction (lines 6–8).
@@ -339,7 +356,7 @@ def euler(
     accepted for a common signature and not used. Args as `ddpm`.
     """
     check_finite("x_T", x_T)
-    sigmas = _noise_levels(schedule, steps, spacing)
+    sigmas = noise_levels(schedule, steps, spacing, strength)
     x = _start(x_T, sigmas)
     for i, (sigma, sigma_next) in enumerate(pairwise(sigmas)):
         x0_hat = _denoise(model, x, schedule, sigma)
@@ -359,6 +376,7 @@ def heun(
     spacing: str = "trailing",
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
+    strength: float = 1.0,
 ) -> Tensor:
     """Heun's method on the probability-flow ODE: Karras et al. 2022 (arXiv:2206.00364),
     Algorithm 1. An Euler step, then a correction with the slope at its end point.
@@ -371,7 +389,7 @@ def heun(
     Args as `ddpm`.
     """
     check_finite("x_T", x_T)
-    sigmas = _noise_levels(schedule, steps, spacing)
+    sigmas = noise_levels(schedule, steps, spacing, strength)
     x = _start(x_T, sigmas)
     for i, (sigma, sigma_next) in enumerate(pairwise(sigmas)):
         x0_hat = _denoise(model, x, schedule, sigma)
@@ -395,6 +413,7 @@ def euler_ancestral(
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
     eta: float = 1.0,
+    strength: float = 1.0,
 ) -> Tensor:
     """Ancestral sampling written as an Euler step in σ (the form popularised by
     k-diffusion): step down to σ_down, then add fresh noise of size σ_up, where
@@ -410,7 +429,7 @@ def euler_ancestral(
     """
     check_finite("x_T", x_T)
     _check_eta(eta)
-    sigmas = _noise_levels(schedule, steps, spacing)
+    sigmas = noise_levels(schedule, steps, spacing, strength)
     x = _start(x_T, sigmas)
     for i, (sigma, sigma_next) in enumerate(pairwise(sigmas)):
         x0_hat = _denoise(model, x, schedule, sigma)
@@ -432,6 +451,7 @@ def dpmpp_2m(
     spacing: str = "trailing",
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
+    strength: float = 1.0,
 ) -> Tensor:
     """DPM-Solver++(2M): Lu et al. 2022 (arXiv:2211.01095), Algorithm 2.
 
@@ -444,7 +464,7 @@ def dpmpp_2m(
     is accepted for a common signature and not used. Args as `ddpm`.
     """
     check_finite("x_T", x_T)
-    sigmas = _noise_levels(schedule, steps, spacing)
+    sigmas = noise_levels(schedule, steps, spacing, strength)
     x = _start(x_T, sigmas)
     x0_prev, h_prev = None, 0.0
     for i, (sigma, sigma_next) in enumerate(pairwise(sigmas)):
@@ -482,7 +502,7 @@ def sample(
     """Draw samples x0 from noise x_T with the sampler called `sampler` (a key of SAMPLERS).
 
     Every sampler takes the same arguments (see `ddpm`): `spacing`, `generator`,
-    `callback`; `ddim` and `euler_ancestral` also take `eta`. For example
+    `callback`, `strength`; `ddim` and `euler_ancestral` also take `eta`. For example
 
         sample(model, torch.randn(64, 2), schedule, "dpmpp_2m", steps=20, spacing="karras")
     """

@@ -4,6 +4,7 @@ from minidiff.nn.attention import CrossAttention, SelfAttention, record_attentio
 from minidiff.nn.layers import TimeEmbedding, timestep_embedding
 from minidiff.nn.mlp import MLPConfig, MLPDenoiser
 from minidiff.nn.unet import UNet, UNetConfig
+from minidiff.nn.vae import VAE, VAEConfig
 
 __all__ = [
     "CrossAttention",
@@ -13,6 +14,8 @@ __all__ = [
     "TimeEmbedding",
     "UNet",
     "UNetConfig",
+    "VAE",
+    "VAEConfig",
     "record_attention_maps",
     "timestep_embedding",
 ]

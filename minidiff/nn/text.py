@@ -198,6 +198,8 @@ class TextUNet(nn.Module):
         context, mask = self.text(y)  # (B, L, D), (B, L)
         return self.unet(x_t, t, context=context, context_mask=mask)
 
+    conditional = True  # the model takes a condition y (token ids)
+
     def check_condition(self, y: Tensor, batch: int | None = None) -> None:
         """Raise ValueError unless y holds valid token ids for `batch` samples."""
         self.text.check_ids(y, batch)

@@ -264,6 +264,11 @@ class UNet(nn.Module):
                 raise ValueError("context given, but this UNet has no cross-attention (config.context_dim is None)")
             check_finite("context", context)
 
+    @property
+    def conditional(self) -> bool:
+        """Whether the model takes a condition y (here: class labels)."""
+        return self.config.num_classes is not None
+
     def check_condition(self, y: Tensor, batch: int | None = None) -> None:
         """Raise ValueError unless y is a valid label tensor (batch,) for this model."""
         c = self.config
