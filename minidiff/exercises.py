@@ -394,6 +394,45 @@ def check_attention_weights(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> b
     return _verdict("attention_weights", fn, (q, k, mask), weights(logits / 8**0.5), mistakes)
 
 
+def check_kl(fn: Callable[[Tensor, Tensor], Tensor]) -> bool:
+    """fn(mean, logvar) should return KL(N(μ, σ²) ‖ N(0, I)) = ½ Σ (μ² + σ² − 1 − log σ²) per
+    image, summed over all latent values: shape (B,) for inputs (B, c, h, w)."""
+    g = torch.Generator().manual_seed(8)
+    mean, logvar = torch.randn(3, 4, 2, 2, generator=g), torch.randn(3, 4, 2, 2, generator=g)
+    terms = mean**2 + logvar.exp() - 1 - logvar  # (B, c, h, w)
+    mistakes = {
+        "σ² is exp(logvar), not logvar itself: ½ Σ (μ² + exp(logvar) − 1 − logvar).": 0.5
+        * (mean**2 + logvar - 1 - logvar).sum((1, 2, 3)),
+        "you forgot the factor ½.": terms.sum((1, 2, 3)),
+        "sum over every latent value of an image (channels and positions), not average.": 0.5 * terms.mean((1, 2, 3)),
+        "σ = exp(logvar / 2), so σ² = exp(logvar); you used exp(logvar / 2) for σ².": 0.5
+        * (mean**2 + (logvar / 2).exp() - 1 - logvar).sum((1, 2, 3)),
+    }
+    return _verdict("kl", fn, (mean, logvar), 0.5 * terms.sum((1, 2, 3)), mistakes)
+
+
+def check_sdedit_start(fn: Callable[[Tensor, Tensor, float], Tensor]) -> bool:
+    """fn(x0, eps, alpha_bar) should return where SDEdit starts: the input x0 noised to the
+    first level kept, x_t = √ᾱ·x0 + √(1-ᾱ)·ε, with ᾱ a number (Meng et al. 2022, Algorithm 1)."""
+    g = torch.Generator().manual_seed(9)
+    x0, eps = torch.rand(4, 3, 5, 5, generator=g) * 2 - 1, torch.randn(4, 3, 5, 5, generator=g)
+    alpha_bar = 0.3  # a middle strength: neither coefficient is close to 0 or 1
+    a, b = alpha_bar**0.5, (1 - alpha_bar) ** 0.5
+    sigma = ((1 - alpha_bar) / alpha_bar) ** 0.5
+    mistakes = {
+        "you used ᾱ and 1-ᾱ as the coefficients; they are variances, take their square roots: "
+        "√ᾱ·x0 + √(1-ᾱ)·ε.": alpha_bar * x0 + (1 - alpha_bar) * eps,
+        "the noise term is missing its square root: √(1-ᾱ)·ε.": a * x0 + (1 - alpha_bar) * eps,
+        "the signal term is missing its square root: √ᾱ·x0.": alpha_bar * x0 + b * eps,
+        "x0 and ε are swapped: the input is scaled by √ᾱ, the noise by √(1-ᾱ).": a * eps + b * x0,
+        "you added noise without shrinking the input: the model expects √ᾱ·x0 + √(1-ᾱ)·ε, whose "
+        "variance stays 1 (variance preserving), not x0 + √(1-ᾱ)·ε.": x0 + b * eps,
+        "that is x̃ = x0 + σ·ε, the σ-space state of the Euler samplers (lesson 05); the model sees "
+        "x_t = √ᾱ·x̃ = √ᾱ·x0 + √(1-ᾱ)·ε.": x0 + sigma * eps,
+    }
+    return _verdict("sdedit_start", fn, (x0, eps, alpha_bar), a * x0 + b * eps, mistakes)
+
+
 # ----- reference solutions ---------------------------------------------------------------
 
 
@@ -463,6 +502,14 @@ def solution_attention_weights(q: Tensor, k: Tensor, mask: Tensor) -> Tensor:
     scores = q @ k.transpose(1, 2) / q.shape[-1] ** 0.5  # (B, N, L): QKᵀ/√d
     scores = scores.masked_fill(~mask[:, None, :], float("-inf"))  # padding: weight exactly 0
     return scores.softmax(dim=-1)  # over the L tokens
+
+
+def solution_kl(mean: Tensor, logvar: Tensor) -> Tensor:
+    return 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum(dim=(1, 2, 3))  # ½ Σ (μ² + σ² − 1 − log σ²)
+
+
+def solution_sdedit_start(x0: Tensor, eps: Tensor, alpha_bar: float) -> Tensor:
+    return alpha_bar**0.5 * x0 + (1 - alpha_bar) ** 0.5 * eps  # eq. 4 of Ho et al. at the first level kept
 
 
 def show_solution(name: str) -> None:

@@ -15,6 +15,7 @@ into a shipped model (it measures the quality and writes the manifest entry).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -136,10 +137,11 @@ def publish(
 
     ckpt = load_checkpoint(run_checkpoint)
     metric = ImageMetric(dataset)
-    real = get_recipe(recipe).load_data()[0][:n_samples]
+    r = get_recipe(recipe)
+    real = dataclasses.replace(r, latent=None).load_data()[0][:n_samples]  # images, also for a latent model
     conditional = getattr(ckpt.model, "conditional", False)
     labels = torch.arange(n_samples) % len(metric.class_names) if conditional else None
-    images = _samples(ckpt, n_samples, sampler, steps, labels, guidance)
+    images = draw_images(ckpt, recipe, n_samples, sampler, steps, labels, guidance)
     quality = metric.evaluate(images, labels)
     baseline = metric.evaluate(real)
     path = Path(weights_dir) / f"{name}.safetensors"
@@ -148,7 +150,8 @@ def publish(
     asked = f", accuracy {quality['accuracy']:.0%} at guidance {guidance}" if conditional else ""
     entry = {
         "sha256": sha256_of(path.read_bytes()),
-        "description": f"{type(ckpt.model).__name__} ({parameters / 1e6:.2f}M parameters) on {dataset}, "
+        "description": f"{type(ckpt.model).__name__} ({parameters / 1e6:.2f}M parameters) on {dataset}"
+        f"{f' latents ({r.latent})' if r.latent else ''}, "
         f"{ckpt.step} steps; FD {quality['fd']:.2f} (real data: {baseline['fd']:.2f}){asked}",
         "recipe": recipe,
         "command": f"python -m minidiff train --recipe {recipe} --out runs/{recipe} --steps {ckpt.step}",
@@ -165,14 +168,25 @@ def publish(
 
 
 @torch.no_grad()
-def _samples(
-    ckpt: Checkpoint, n: int, sampler: str, steps: int, labels: torch.Tensor | None, guidance: float
+def draw_images(
+    ckpt: Checkpoint,
+    recipe: str,
+    n: int,
+    sampler: str = "ddim",
+    steps: int = 50,
+    labels: torch.Tensor | None = None,
+    guidance: float = 3.0,
+    seed: int = 0,
 ) -> torch.Tensor:
-    """n samples from a fixed seed, in batches of 256; conditioned on labels (N,) with guidance if given."""
+    """n images from a trained model, from noise of a fixed seed, in batches of 256. A
+    conditional model is asked for the shapes classes `labels` (N,) with classifier-free
+    guidance `guidance`; a latent model's samples (its recipe names a VAE) are decoded."""
     from minidiff.guidance import class_condition, classifier_free_guidance
+    from minidiff.latent import decode
+    from minidiff.recipes import get_recipe
     from minidiff.samplers import sample
 
-    x_T = torch.randn((n, *ckpt.sample_shape), generator=torch.Generator().manual_seed(0))
+    x_T = torch.randn((n, *ckpt.sample_shape), generator=torch.Generator().manual_seed(seed))
     batches = []
     for i in range(0, n, 256):
         model = ckpt.eps_model
@@ -180,7 +194,8 @@ def _samples(
             y = class_condition(ckpt.model, labels[i : i + 256])
             model = classifier_free_guidance(model, y, ckpt.model.null_condition(y), guidance)
         batches.append(sample(model, x_T[i : i + 256], ckpt.schedule, sampler, steps))
-    return torch.cat(batches)
+    latent = get_recipe(recipe).latent
+    return decode(load_vae(latent), torch.cat(batches)) if latent else torch.cat(batches)
 
 
 # ----- VAEs for latent diffusion ---------------------------------------------------------------

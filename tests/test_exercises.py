@@ -23,6 +23,8 @@ from minidiff import exercises as ex
         "cfg",
         "drop_labels",
         "attention_weights",
+        "kl",
+        "sdedit_start",
     ],
 )
 def test_solutions_pass(name, capsys):
@@ -71,6 +73,11 @@ MISTAKES = [
     (ex.check_drop_labels, lambda y, u, null: torch.where(u <= 0.1, null, y), "strictly"),
     (ex.check_attention_weights, lambda q, k, m: (q @ k.transpose(1, 2) / 8**0.5).softmax(-1), "-inf"),
     (ex.check_attention_weights, lambda q, k, m: ex.solution_attention_weights(q, k, m) * 1.01, "off"),
+    (ex.check_kl, lambda m, lv: 0.5 * (m**2 + lv - 1 - lv).sum((1, 2, 3)), "exp(logvar)"),
+    (ex.check_kl, lambda m, lv: 0.5 * (m**2 + lv.exp() - 1 - lv).mean((1, 2, 3)), "not average"),
+    (ex.check_sdedit_start, lambda x0, e, ab: ab * x0 + (1 - ab) * e, "square roots"),
+    (ex.check_sdedit_start, lambda x0, e, ab: x0 + ((1 - ab) / ab) ** 0.5 * e, "σ-space"),
+    (ex.check_sdedit_start, lambda x0, e, ab: x0 + (1 - ab) ** 0.5 * e, "without shrinking the input"),
 ]
 
 

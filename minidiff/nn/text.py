@@ -62,13 +62,13 @@ class Tokenizer:
         words = prompt.lower().split()
         if not words:
             raise ValueError("prompt is empty; for the unconditional (null) prompt of guidance use tokenizer.null(n)")
+        if len(words) > self.max_len:
+            raise ValueError(f"prompt {prompt!r} has {len(words)} words, more than max_len={self.max_len}")
         unknown = [w for w in words if w not in self.ids or w == PAD]
         if unknown:
             raise ValueError(
                 f"unknown word(s) {unknown} in prompt {prompt!r}; the vocabulary is: {', '.join(self.vocab[1:])}"
             )
-        if len(words) > self.max_len:
-            raise ValueError(f"prompt {prompt!r} has {len(words)} words, more than max_len={self.max_len}")
         return words
 
     def null(self, n: int) -> Tensor:
