@@ -429,6 +429,10 @@ def check_sdedit_start(fn: Callable[[Tensor, Tensor, float], Tensor]) -> bool:
         "variance stays 1 (variance preserving), not x0 + √(1-ᾱ)·ε.": x0 + b * eps,
         "that is x̃ = x0 + σ·ε, the σ-space state of the Euler samplers (lesson 05); the model sees "
         "x_t = √ᾱ·x̃ = √ᾱ·x0 + √(1-ᾱ)·ε.": x0 + sigma * eps,
+        "you returned the input unchanged, which is where strength 0 'starts'; noise it to the level ᾱ: "
+        "√ᾱ·x0 + √(1-ᾱ)·ε.": x0,
+        "you returned pure noise ε, where strength 1 starts; at ᾱ > 0 some of the input remains: "
+        "√ᾱ·x0 + √(1-ᾱ)·ε.": eps,
     }
     return _verdict("sdedit_start", fn, (x0, eps, alpha_bar), a * x0 + b * eps, mistakes)
 

@@ -139,22 +139,22 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             name="vae_shapes",
             description="VAE (0.58M parameters) for latent diffusion: 3×32×32 shapes ↔ 4×8×8 latents; "
-            "1,500 steps, about 17 minutes on one CPU thread",
+            "1,000 steps, about 12 minutes on one idle CPU thread",
             dataset="shapes",
             model=VAEConfig(channels_last=True),
-            training=TrainConfig(steps=1500, lr=2e-3, warmup=100, ema_decay=0.999, checkpoint_every=250),
+            training=TrainConfig(steps=1000, lr=2e-3, warmup=100, ema_decay=0.999, checkpoint_every=250),
             image_size=32,
         ),
         Recipe(
             name="shapes_latent",
             description="class-conditional latent diffusion: a U-Net (2.2M parameters) on the 4×8×8 latents of "
-            "the shipped VAE vae_shapes, labels dropped 10% of the time; 3,000 steps, about 17 minutes on one CPU "
-            "thread (shapes_class, in pixels, takes an hour)",
+            "the shipped VAE vae_shapes, labels dropped 10% of the time; 2,000 steps, about 11 minutes on one idle "
+            "CPU thread (shapes_class, in pixels, takes an hour)",
             dataset="shapes",
             model=UNetConfig(in_channels=4, channels=64, channel_mults=(1, 2), blocks_per_level=1, num_classes=16),
             condition="label",
             latent="vae_shapes",
-            training=dataclasses.replace(CONDITIONAL_TRAINING, sample_every=0),  # grids of latents: not images
+            training=dataclasses.replace(CONDITIONAL_TRAINING, steps=2000, sample_every=0),  # no grids of latents
             image_size=32,
         ),
         Recipe(

@@ -78,6 +78,7 @@ MISTAKES = [
     (ex.check_sdedit_start, lambda x0, e, ab: ab * x0 + (1 - ab) * e, "square roots"),
     (ex.check_sdedit_start, lambda x0, e, ab: x0 + ((1 - ab) / ab) ** 0.5 * e, "σ-space"),
     (ex.check_sdedit_start, lambda x0, e, ab: x0 + (1 - ab) ** 0.5 * e, "without shrinking the input"),
+    (ex.check_sdedit_start, lambda x0, e, ab: x0, "input unchanged"),
 ]
 
 
