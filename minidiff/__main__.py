@@ -3,6 +3,8 @@
     python -m minidiff train --recipe digits --out runs/digits
     python -m minidiff train --recipe digits --out runs/digits --resume      # after an interruption
     python -m minidiff sample --checkpoint runs/digits/model.safetensors --out digits.png
+    python -m minidiff sample --checkpoint runs/shapes_text/model.safetensors --prompt "a large red star"
+    python -m minidiff sample --checkpoint runs/shapes_latent/model.safetensors --label 3 --vae vae_shapes
 
 `python -m minidiff train --help` lists the recipes; `sample --help` the samplers and options.
 """
@@ -17,6 +19,11 @@ import torch
 
 from minidiff.checkpoint import load_checkpoint
 from minidiff.course import default_device
+from minidiff.forward import Denoiser
+from minidiff.guidance import classifier_free_guidance
+from minidiff.latent import decode
+from minidiff.nn.text import TextUNet
+from minidiff.pretrained import load_vae
 from minidiff.recipes import RECIPES, train_recipe
 from minidiff.samplers import SAMPLERS, sample
 from minidiff.train import CHECKPOINT, MODEL, save_samples
@@ -69,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     sampler.add_argument("--n", type=_positive_int, default=64, help="number of samples (default: 64)")
     sampler.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     sampler.add_argument("--out", type=Path, default=Path("samples.png"), help="PNG file (default: samples.png)")
+    sampler.add_argument("--label", type=int, help="class to draw, for a class-conditional model (e.g. 3)")
+    sampler.add_argument("--prompt", help='caption to draw, for a text-conditional model (e.g. "a large red star")')
+    sampler.add_argument(
+        "--guidance", type=float, default=3.0, help="guidance scale w with --label or --prompt (default: 3; 1 = none)"
+    )
+    sampler.add_argument("--vae", metavar="NAME", help="shipped VAE that decodes a latent model's samples (vae_shapes)")
     sampler.add_argument("--device", type=_device, help="cpu, cuda, mps… (default: a GPU if there is one)")
     sampler.set_defaults(run=_sample)
     return parser
@@ -84,9 +97,38 @@ def _sample(args: argparse.Namespace) -> None:
     device = args.device or default_device()
     ckpt = load_checkpoint(args.checkpoint, device=device)
     g = torch.Generator(device).manual_seed(args.seed)
+    if args.vae is None and len(ckpt.sample_shape) == 3 and ckpt.sample_shape[0] not in (1, 3):
+        raise ValueError(
+            f"{args.checkpoint} draws {'×'.join(map(str, ckpt.sample_shape))} latents, not images: "
+            "name the VAE that decodes them with --vae (e.g. --vae vae_shapes)"
+        )
     x_T = torch.randn((args.n, *ckpt.sample_shape), generator=g, device=device)
-    x0 = sample(ckpt.eps_model, x_T, ckpt.schedule, args.sampler, args.steps, generator=g)
+    x0 = sample(_denoiser(ckpt, args), x_T, ckpt.schedule, args.sampler, args.steps, generator=g)
+    if args.vae is not None:
+        x0 = decode(load_vae(args.vae, device=device), x0)
     print(f"{args.n} samples ({args.sampler}, {args.steps} steps) → {save_samples(x0, args.out)}")
+
+
+def _denoiser(ckpt, args: argparse.Namespace) -> Denoiser:
+    """The checkpoint's ε-predictor, guided towards --label or --prompt if one is given (a
+    conditional model without either draws unconditional samples: its null condition)."""
+    if args.label is None and args.prompt is None:
+        return ckpt.eps_model
+    net = ckpt.model
+    if args.prompt is not None and args.label is not None:
+        raise ValueError("give --label or --prompt, not both")
+    if not getattr(net, "conditional", False):
+        raise ValueError(f"--label/--prompt: {args.checkpoint} holds an unconditional model")
+    if (args.prompt is not None) != isinstance(net, TextUNet):
+        wanted = "--prompt (a text-conditional model)" if isinstance(net, TextUNet) else "--label (a class model)"
+        raise ValueError(f"{args.checkpoint} takes {wanted}")
+    if args.prompt is not None:
+        y = net.tokenizer.encode([args.prompt] * args.n)
+    else:
+        y = torch.full((args.n,), args.label)
+        net.check_condition(y)
+    y = y.to(next(net.parameters()).device)
+    return classifier_free_guidance(ckpt.eps_model, y, net.null_condition(y), args.guidance)
 
 
 def main(argv: list[str] | None = None) -> int:

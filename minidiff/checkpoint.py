@@ -195,10 +195,13 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
         with safetensors.safe_open(path, framework="pt") as f:
-            text = (f.metadata() or {}).get(FORMAT)
+            metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except safetensors.SafetensorError as error:
         raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {error}") from None
+    if MODEL_FORMAT in metadata:
+        raise CheckpointError(f"{path} is a model without a noise schedule (e.g. a VAE); read it with load_model")
+    text = metadata.get(FORMAT)
     if text is None:
         raise CheckpointError(f"{path} is a safetensors file but not a minidiff checkpoint (no {FORMAT!r} metadata)")
     try:

@@ -10,6 +10,7 @@ import pytest
 
 from minidiff.__main__ import main
 from minidiff.checkpoint import load_checkpoint
+from minidiff.pretrained import WEIGHTS_DIR
 from minidiff.train import CHECKPOINT, MODEL
 
 
@@ -80,3 +81,31 @@ def test_failures_in_a_run_are_reported_cleanly(tmp_path, capsys):
     assert main(["train", "--recipe", "toy", "--steps", "2", "--out", str(out), "--device", "cpu"]) == 0
     assert main(["train", "--recipe", "toy", "--steps", "2", "--out", str(out), "--device", "cpu"]) == 2
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_sample_conditional_and_latent_shipped_models(tmp_path, capsys):
+    """The shipped conditional models take --label / --prompt with guidance; a latent model's
+    samples are decoded with --vae, and without it the command says so instead of saving latents."""
+    grid = str(tmp_path / "grid.png")
+    common = ["--n", "2", "--steps", "2", "--out", grid, "--device", "cpu"]
+    checkpoint = {
+        name: str(WEIGHTS_DIR / f"{name}.safetensors") for name in ("shapes_class", "shapes_text", "shapes_latent")
+    }
+    assert main(["sample", "--checkpoint", checkpoint["shapes_class"], "--label", "3", *common]) == 0
+    assert main(["sample", "--checkpoint", checkpoint["shapes_text"], "--prompt", "a large red star", *common]) == 0
+    assert (
+        main(["sample", "--checkpoint", checkpoint["shapes_latent"], "--label", "3", "--vae", "vae_shapes", *common])
+        == 0
+    )
+    assert capsys.readouterr().out.count(grid) == 3
+    for args, message in [
+        ([checkpoint["shapes_latent"]], "draws 4×8×8 latents, not images: name the VAE that decodes them with --vae"),
+        ([checkpoint["shapes_class"], "--prompt", "a red star"], "takes --label (a class model)"),
+        ([checkpoint["shapes_text"], "--label", "3"], "takes --prompt (a text-conditional model)"),
+        ([checkpoint["shapes_class"], "--label", "99"], "labels y must lie in [0, 16]"),
+        ([checkpoint["shapes_text"], "--prompt", "a purple star"], "purple"),
+        ([str(WEIGHTS_DIR / "digits.safetensors"), "--label", "3"], "holds an unconditional model"),
+    ]:
+        assert main(["sample", "--checkpoint", *args, *common]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err

@@ -151,7 +151,7 @@ def test_corrupt_files_and_other_models_are_refused(tmp_path):
     unet_config = UNetConfig(channels=8, channel_mults=(1, 2), blocks_per_level=1, groups=4, heads=2)
     with pytest.raises(CheckpointError, match="holds a VAE model, but the model given is a UNet"):
         load_model(path, model=UNet(unet_config))
-    with pytest.raises(CheckpointError, match="not a minidiff checkpoint"):
+    with pytest.raises(CheckpointError, match="a model without a noise schedule.*read it with load_model"):
         load_checkpoint(path)  # a VAE file has no noise schedule
     diffusion = save_checkpoint(tmp_path / "unet.safetensors", UNet(unet_config), NoiseSchedule.linear(10), (1, 8, 8))
     with pytest.raises(CheckpointError, match="is a diffusion model checkpoint.*load_checkpoint"):
