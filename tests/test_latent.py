@@ -30,8 +30,8 @@ def test_encode_scales_the_posterior_mean_and_decode_unscales():
     vae, x = tiny_vae(), torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
     z = encode(vae, x, batch_size=2)
     with torch.no_grad():
-        assert torch.allclose(z, vae.encode(x).mean * 0.6, atol=1e-6) and z.shape == (5, 4, 4, 4)
-        assert torch.allclose(decode(vae, z, batch_size=2), vae.decode(z / 0.6), atol=1e-6)
+        assert torch.allclose(z, vae.encode(x).mean * 0.6, atol=1e-5) and z.shape == (5, 4, 4, 4)
+        assert torch.allclose(decode(vae, z, batch_size=2), vae.decode(z / 0.6), atol=1e-5)
     assert encode(vae, x.double()).dtype == torch.float64  # returned in the input's dtype
     with pytest.raises(ValueError, match=r"z must have shape \(B, 4, H, W\)"):
         decode(vae, torch.zeros(1, 3, 4, 4))
