@@ -20,7 +20,7 @@ import torch
 from minidiff.checkpoint import load_checkpoint
 from minidiff.course import default_device
 from minidiff.forward import Denoiser
-from minidiff.guidance import classifier_free_guidance
+from minidiff.guidance import class_condition, classifier_free_guidance
 from minidiff.latent import decode
 from minidiff.nn.text import TextUNet
 from minidiff.pretrained import load_vae
@@ -122,12 +122,11 @@ def _denoiser(ckpt, args: argparse.Namespace) -> Denoiser:
     if (args.prompt is not None) != isinstance(net, TextUNet):
         wanted = "--prompt (a text-conditional model)" if isinstance(net, TextUNet) else "--label (a class model)"
         raise ValueError(f"{args.checkpoint} takes {wanted}")
+    device = next(net.parameters()).device
     if args.prompt is not None:
-        y = net.tokenizer.encode([args.prompt] * args.n)
+        y = net.tokenizer.encode([args.prompt] * args.n).to(device)
     else:
-        y = torch.full((args.n,), args.label)
-        net.check_condition(y)
-    y = y.to(next(net.parameters()).device)
+        y = class_condition(net, torch.full((args.n,), args.label, device=device))
     return classifier_free_guidance(ckpt.eps_model, y, net.null_condition(y), args.guidance)
 
 
