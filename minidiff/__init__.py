@@ -2,15 +2,17 @@
 
 The path of data, one direction:
 
-    data ─► forward (q_sample, targets, loss) ─► model (predicts ε / x0 / v)
-         ─► train ─► samplers (reverse process over any denoiser) ─► viz
+    data ─► objective (forward: q_sample, targets, loss) ─► model (predicts ε / x0 / v)
+         ─► train (one engine) ─► samplers (over the noise levels they visit) ─► guidance
+         ─► latent (VAE around it all) ─► generate (one path to pictures) ─► viz
 """
 
 from minidiff.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from minidiff.course import budget, default_device, fast_mode
 from minidiff.data import TOY_DATASETS, GaussianMixture, eight_gaussians, make_toy
 from minidiff.edit import img2img, inpaint
-from minidiff.forward import as_eps_model, diffusion_loss, training_target, x0_from_eps
+from minidiff.forward import DiffusionObjective, as_eps_model, diffusion_loss, training_target, x0_from_eps
+from minidiff.generate import generate
 from minidiff.metrics import ks_to_normal, sliced_wasserstein
 from minidiff.nn import MLPConfig, MLPDenoiser, UNet, UNetConfig
 from minidiff.pretrained import list_pretrained, list_vaes, load_pretrained, load_vae, pretrained_info
@@ -20,8 +22,10 @@ from minidiff.samplers import (
     Step,
     Trajectory,
     ddim,
+    ddim_step,
     ddim_invert,
     ddpm,
+    denoise,
     dpmpp_2m,
     euler,
     euler_ancestral,
@@ -39,6 +43,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Checkpoint",
     "CheckpointError",
+    "DiffusionObjective",
     "GaussianMixture",
     "MLPConfig",
     "MLPDenoiser",
@@ -57,6 +62,8 @@ __all__ = [
     "budget",
     "ddim",
     "ddim_invert",
+    "ddim_step",
+    "denoise",
     "ddpm",
     "default_device",
     "diffusion_loss",
@@ -65,6 +72,7 @@ __all__ = [
     "euler",
     "euler_ancestral",
     "fast_mode",
+    "generate",
     "heun",
     "img2img",
     "inpaint",

@@ -1,10 +1,11 @@
-"""The command line: train a recipe, sample from a checkpoint.
+"""The command line: train a recipe, sample from a checkpoint, train the metrics' classifiers.
 
     python -m minidiff train --recipe digits --out runs/digits
     python -m minidiff train --recipe digits --out runs/digits --resume      # after an interruption
     python -m minidiff sample --checkpoint runs/digits/model.safetensors --out digits.png
     python -m minidiff sample --checkpoint runs/shapes_text/model.safetensors --prompt "a large red star"
-    python -m minidiff sample --checkpoint runs/shapes_latent/model.safetensors --label 3 --vae vae_shapes
+    python -m minidiff sample --checkpoint runs/shapes_latent/model.safetensors --label 3   # decoded by its VAE
+    python -m minidiff classifier digits                                      # re-train a shipped classifier
 
 `python -m minidiff train --help` lists the recipes; `sample --help` the samplers and options.
 """
@@ -12,21 +13,21 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import torch
 
 from minidiff.checkpoint import load_checkpoint
+from minidiff.classifier import CLASSIFIER_RECIPES, train_and_save
 from minidiff.course import default_device
-from minidiff.forward import Denoiser
-from minidiff.guidance import class_condition, classifier_free_guidance
-from minidiff.latent import decode
-from minidiff.nn.text import TextUNet
-from minidiff.pretrained import load_vae
-from minidiff.recipes import RECIPES, train_recipe
-from minidiff.samplers import SAMPLERS, sample
-from minidiff.train import CHECKPOINT, MODEL, save_samples
+from minidiff.files import WEIGHTS_DIR
+from minidiff.generate import DEFAULT_GUIDANCE, SampleGrids, generate
+from minidiff.recipes import RECIPES, get_recipe, train_recipe
+from minidiff.samplers import SAMPLERS
+from minidiff.train import CHECKPOINT, MODEL
+from minidiff.viz import save_samples
 
 
 def _positive_int(text: str) -> int:
@@ -79,55 +80,45 @@ def _parser() -> argparse.ArgumentParser:
     sampler.add_argument("--label", type=int, help="class to draw, for a class-conditional model (e.g. 3)")
     sampler.add_argument("--prompt", help='caption to draw, for a text-conditional model (e.g. "a large red star")')
     sampler.add_argument(
-        "--guidance", type=float, default=3.0, help="guidance scale w with --label or --prompt (default: 3; 1 = none)"
+        "--guidance",
+        type=float,
+        help=f"guidance scale w with --label or --prompt (default: {DEFAULT_GUIDANCE:g}; 1 = none)",
     )
-    sampler.add_argument("--vae", metavar="NAME", help="shipped VAE that decodes a latent model's samples (vae_shapes)")
     sampler.add_argument("--device", type=_device, help="cpu, cuda, mps… (default: a GPU if there is one)")
     sampler.set_defaults(run=_sample)
+
+    classifier = commands.add_parser(
+        "classifier",
+        help="train a dataset's classifier (the metrics' feature extractor) and ship it",
+        description="Train the classifier of a dataset on the CPU with its recipe, score it on the test "
+        "split and write it, with its manifest entry, into the weights folder.",
+    )
+    classifier.add_argument("dataset", choices=CLASSIFIER_RECIPES)
+    classifier.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="weights folder (default: the package's)")
+    classifier.set_defaults(run=_classifier)
     return parser
 
 
 def _train(args: argparse.Namespace) -> None:
-    result = train_recipe(args.recipe, args.out, steps=args.steps, resume=args.resume, device=args.device)
+    recipe = get_recipe(args.recipe)
+    grids = [SampleGrids(args.out, recipe.objective(), recipe.sample_shape(), recipe.sample_every, recipe.n_samples)]
+    callbacks = grids if recipe.sample_every else []
+    result = train_recipe(recipe, args.out, steps=args.steps, resume=args.resume, device=args.device, callbacks=callbacks)
     step, loss = result.losses[-1]
     print(f"trained {args.recipe} to step {step} (last loss {loss:.4f}); model: {args.out / MODEL}")
 
 
 def _sample(args: argparse.Namespace) -> None:
-    device = args.device or default_device()
-    ckpt = load_checkpoint(args.checkpoint, device=device)
-    g = torch.Generator(device).manual_seed(args.seed)
-    if args.vae is None and len(ckpt.sample_shape) == 3 and ckpt.sample_shape[0] not in (1, 3):
-        raise ValueError(
-            f"{args.checkpoint} draws {'×'.join(map(str, ckpt.sample_shape))} latents, not images: "
-            "name the VAE that decodes them with --vae (e.g. --vae vae_shapes)"
-        )
-    x_T = torch.randn((args.n, *ckpt.sample_shape), generator=g, device=device)
-    x0 = sample(_denoiser(ckpt, args), x_T, ckpt.schedule, args.sampler, args.steps, generator=g)
-    if args.vae is not None:
-        x0 = decode(load_vae(args.vae, device=device), x0)
-    print(f"{args.n} samples ({args.sampler}, {args.steps} steps) → {save_samples(x0, args.out)}")
+    ckpt = load_checkpoint(args.checkpoint, device=args.device or default_device())
+    images = generate(
+        ckpt, args.n, sampler=args.sampler, steps=args.steps, label=args.label, prompt=args.prompt,
+        guidance=args.guidance, seed=args.seed,
+    )
+    print(f"{args.n} samples ({args.sampler}, {args.steps} steps) → {save_samples(images, args.out)}")
 
 
-def _denoiser(ckpt, args: argparse.Namespace) -> Denoiser:
-    """The checkpoint's ε-predictor, guided towards --label or --prompt if one is given (a
-    conditional model without either draws unconditional samples: its null condition)."""
-    if args.label is None and args.prompt is None:
-        return ckpt.eps_model
-    net = ckpt.model
-    if args.prompt is not None and args.label is not None:
-        raise ValueError("give --label or --prompt, not both")
-    if not getattr(net, "conditional", False):
-        raise ValueError(f"--label/--prompt: {args.checkpoint} holds an unconditional model")
-    if (args.prompt is not None) != isinstance(net, TextUNet):
-        wanted = "--prompt (a text-conditional model)" if isinstance(net, TextUNet) else "--label (a class model)"
-        raise ValueError(f"{args.checkpoint} takes {wanted}")
-    device = next(net.parameters()).device
-    if args.prompt is not None:
-        y = net.tokenizer.encode([args.prompt] * args.n).to(device)
-    else:
-        y = class_condition(net, torch.full((args.n,), args.label, device=device))
-    return classifier_free_guidance(ckpt.eps_model, y, net.null_condition(y), args.guidance)
+def _classifier(args: argparse.Namespace) -> None:
+    print(json.dumps(train_and_save(args.dataset, args.out), indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,32 +1,32 @@
-"""Checkpoints: a model, its noise schedule and what it predicts, in one safetensors file.
+"""Checkpoints: one safetensors file format, one writer and one reader, for every model kind.
 
-A checkpoint holds everything needed to sample from a trained model, and optionally the
-state needed to go on training it:
+A checkpoint holds a model's weights and what is needed to use it again; a run's checkpoint
+also holds the state needed to go on training it:
 
-    tensors   "model.<name>"      the weights to sample with (the EMA weights, from `train`)
-              "schedule.betas"    β_0 … β_{T-1} (float64)
+    tensors   "model.<name>"      the weights (the EMA weights, from `train`)
+              "schedule.betas"    β_0 … β_{T-1} (float64), for a denoiser only
               any other tensors   `extra`, e.g. the training state `train` saves for resume
-    metadata  one JSON document in the safetensors header: the model's class and config
-              (so the model is rebuilt without pickle), the schedule's name and T, the
-              prediction type ("eps", "x0" or "v"), the shape of one sample, the step, and
-              free-form `meta` (the training config, the loss history…)
+    metadata  one JSON document in the safetensors header:
+              model          the model's class and config (it is rebuilt without pickle)
+              denoiser       for a diffusion model: the schedule's name and T, and the
+                             prediction type ("eps", "x0" or "v"); null for a VAE or a classifier
+              sample_shape   the shape of one sample (C, H, W) or (D,) it works on
+              vae            for a latent diffusion model: the shipped VAE its samples decode with
+              step, meta     the training step, and free-form JSON (training config, losses…)
+              tensors_sha256 a checksum of every tensor's name, dtype, shape and bytes
 
-Loading never executes code: safetensors holds plain tensors, the rest is JSON. Writing is
-atomic: the file is written to a temporary file next to it and moved into place with
-`os.replace`, so a crash mid-write leaves the previous checkpoint untouched.
-
-A model that is not a denoiser (the VAE of latent diffusion) has no noise schedule: it is
-saved by `save_model` in a sibling format ("minidiff-model": the same layout without the
-schedule, prediction and sample shape) and read back by `load_model`. Each loader refuses
-the other's files with an error saying which loader to use.
+Loading never executes code: safetensors holds plain tensors, the rest is JSON. The file's
+bytes are read once; the checksum is verified on them, so a flipped bit is caught. Writing is
+atomic (`minidiff.files.write_atomic`) and refuses non-finite tensors, so a checkpoint on disk
+is always a whole, finite state.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
-import os
-import uuid
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,14 +37,16 @@ import torch
 from torch import Tensor, nn
 
 from minidiff._checks import check_choice
+from minidiff.files import write_atomic
 from minidiff.forward import PREDICTIONS, Denoiser, as_eps_model
 from minidiff.nn import MLPConfig, MLPDenoiser, UNet, UNetConfig
+from minidiff.nn.classifier import Classifier, ClassifierConfig
 from minidiff.nn.text import TextUNet, TextUNetConfig
 from minidiff.nn.vae import VAE, VAEConfig
 from minidiff.schedules import NoiseSchedule
 
 FORMAT = "minidiff-checkpoint"
-VERSION = 1
+VERSION = 2
 
 # The model classes a checkpoint can rebuild: class name → (class, its config dataclass).
 MODELS: dict[str, tuple[type[nn.Module], type]] = {
@@ -52,6 +54,7 @@ MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "MLPDenoiser": (MLPDenoiser, MLPConfig),
     "TextUNet": (TextUNet, TextUNetConfig),
     "VAE": (VAE, VAEConfig),
+    "Classifier": (Classifier, ClassifierConfig),
 }
 
 
@@ -64,26 +67,34 @@ class Checkpoint:
     """What `load_checkpoint` returns.
 
     model:        the rebuilt model with its weights, in eval mode
-    schedule:     the noise schedule it was trained with
-    prediction:   what it predicts: "eps", "x0" or "v" (samplers want `eps_model`)
+    schedule:     the noise schedule a denoiser was trained with (None for a VAE, a classifier)
+    prediction:   what a denoiser predicts: "eps", "x0" or "v" (samplers want `eps_model`)
     sample_shape: the shape of one sample, (C, H, W) for images or (D,) for points
     step:         the training step it was saved at
     meta:         free-form JSON metadata (training config, loss history, …)
     extra:        any other tensors saved with it (training state), on the CPU
+    vae:          the shipped VAE a latent diffusion model's samples are decoded with, or None
     """
 
     model: nn.Module
-    schedule: NoiseSchedule
-    prediction: str
+    schedule: NoiseSchedule | None
+    prediction: str | None
     sample_shape: tuple[int, ...]
     step: int
     meta: dict[str, Any]
     extra: dict[str, Tensor]
+    vae: str | None = None
+
+    @property
+    def is_denoiser(self) -> bool:
+        return self.schedule is not None
 
     @property
     def eps_model(self) -> Denoiser:
         """The model as the ε-predictor that every sampler takes (`as_eps_model` applied):
         `sample(ckpt.eps_model, x_T, ckpt.schedule)` is right whatever the model predicts."""
+        if self.schedule is None:
+            raise CheckpointError(f"this checkpoint holds a {type(self.model).__name__}, not a diffusion model")
         return as_eps_model(self.model, self.schedule, self.prediction)
 
 
@@ -99,108 +110,132 @@ def model_from_config(config: Any) -> nn.Module:
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
-    schedule: NoiseSchedule,
-    sample_shape: tuple[int, ...],
+    schedule: NoiseSchedule | None = None,
+    sample_shape: tuple[int, ...] | None = None,
     prediction: str = "eps",
     step: int = 0,
     meta: dict[str, Any] | None = None,
     extra: dict[str, Tensor] | None = None,
+    vae: str | None = None,
 ) -> Path:
-    """Write `model` and what it needs for sampling to `path` (a .safetensors file), atomically.
+    """Write `model` and what it needs to be used again to `path` (a .safetensors file), atomically.
 
     Args:
         path:         the file to write; its folder is created if needed
         model:        a model of a class in MODELS (it must have a `.config` dataclass)
-        schedule:     the noise schedule it is trained with
-        sample_shape: the shape of one sample, (C, H, W) or (D,)
-        prediction:   what the model predicts: "eps", "x0" or "v"
+        schedule:     for a denoiser, the noise schedule it is trained with; None for other models
+        sample_shape: the shape of one sample, (C, H, W) or (D,); required with a schedule
+        prediction:   what a denoiser predicts: "eps", "x0" or "v"
         step:         the training step
         meta:         JSON-serialisable metadata to keep alongside
         extra:        more tensors to store (names must not start with "model." or "schedule.")
-    Returns the path written.
+        vae:          for latent diffusion, the name of the shipped VAE its samples decode with
+    Returns the path written. Raises FloatingPointError, writing nothing, if a tensor holds
+    NaN or infinite values.
     """
-    check_choice("prediction", prediction, PREDICTIONS)
     name = type(model).__name__
     if MODELS.get(name, (None,))[0] is not type(model):
         raise TypeError(f"model must be one of {', '.join(MODELS)} to be saved, got {name}")
+    if schedule is not None:
+        check_choice("prediction", prediction, PREDICTIONS)
+        if sample_shape is None:
+            raise ValueError("sample_shape is required for a denoiser (a checkpoint with a schedule)")
     extra = extra or {}
     clashing = [k for k in extra if k.startswith(("model.", "schedule."))]
     if clashing:
         raise ValueError(f"extra tensor names must not start with 'model.' or 'schedule.', got {clashing}")
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | extra
+    if schedule is not None:
+        tensors["schedule.betas"] = schedule.betas
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    for key, value in tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise FloatingPointError(f"not writing {path}: tensor {key!r} holds NaN or infinite values")
+    denoiser = {"schedule": {"name": schedule.name, "T": schedule.T}, "prediction": prediction} if schedule else None
     header = {
         "format": FORMAT,
         "version": VERSION,
         "model": {"class": name, "config": _config_dict(model.config)},
-        "schedule": {"name": schedule.name, "T": schedule.T},
-        "prediction": prediction,
-        "sample_shape": list(sample_shape),
+        "denoiser": denoiser,
+        "sample_shape": list(sample_shape) if sample_shape is not None else None,
+        "vae": vae,
         "step": step,
         "meta": meta or {},
+        "tensors_sha256": _tensors_sha256(tensors),
     }
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    tensors |= {"schedule.betas": schedule.betas, **extra}
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    data = safetensors.torch.save(tensors, metadata={FORMAT: json.dumps(header)})
-    path = Path(path)
-    write_atomic(path, data)
-    return path
+    return write_atomic(Path(path), safetensors.torch.save(tensors, metadata={FORMAT: json.dumps(header)}))
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that `path` holds either its old content or all of `data`,
-    never a part: write a temporary file in the same folder, flush it to disk, then rename
-    it over `path` (`os.replace` is atomic on POSIX and Windows)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")  # unique: concurrent writers do not clash
-    try:
-        with open(tmp, "xb") as f:  # (unlike tempfile's, its permissions follow the umask)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def load_checkpoint(path: str | Path, model: nn.Module | None = None, device: str | torch.device = "cpu") -> Checkpoint:
+def load_checkpoint(
+    path: str | Path,
+    model: nn.Module | None = None,
+    device: str | torch.device = "cpu",
+    data: bytes | None = None,
+) -> Checkpoint:
     """Read a checkpoint written by `save_checkpoint` (no pickle: safetensors + JSON).
 
     Args:
-        path:   the .safetensors file
+        path:   the .safetensors file (named in every error)
         model:  load the weights into this model (its class and config must match the
                 checkpoint's) instead of building a new one; it keeps its device
         device: where a newly built model goes
+        data:   the file's bytes, if already read (e.g. after checking their sha256): they
+                are what is loaded, the file is not read again
     Raises FileNotFoundError if there is no such file, and CheckpointError if it is not a
-    readable minidiff checkpoint or does not match `model`.
+    readable minidiff checkpoint, its tensors fail their checksum or are not finite, or it
+    does not match `model`.
     """
     path = Path(path)
-    header, tensors = _read(path)
+    header, tensors = _read(path, data)
     model = _model_with_weights(path, header, tensors, model, device)
-    extra = {k: v for k, v in tensors.items() if not k.startswith(("model.", "schedule."))}
+    denoiser = header["denoiser"]
+    schedule = None
+    if denoiser is not None:
+        schedule = NoiseSchedule(tensors["schedule.betas"], denoiser["schedule"]["name"])
+    shape = header["sample_shape"]
     return Checkpoint(
         model=model.eval(),
-        schedule=NoiseSchedule(tensors["schedule.betas"], header["schedule"]["name"]),
-        prediction=header["prediction"],
-        sample_shape=tuple(header["sample_shape"]),
+        schedule=schedule,
+        prediction=denoiser["prediction"] if denoiser else None,
+        sample_shape=tuple(shape) if shape is not None else (),
         step=header["step"],
         meta=header["meta"],
-        extra=extra,
+        extra={k: v for k, v in tensors.items() if not k.startswith(("model.", "schedule."))},
+        vae=header["vae"],
     )
 
 
-def _read(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """The JSON header and all tensors of a checkpoint file, with clear errors."""
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+def _tensors_sha256(tensors: dict[str, Tensor]) -> str:
+    """A digest of every tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key]
+        h.update(f"{key}|{t.dtype}|{list(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _header_metadata(path: Path, data: bytes) -> dict[str, str]:
+    """The "__metadata__" strings of a safetensors file's JSON header (8-byte length, then JSON)."""
     try:
-        with safetensors.safe_open(path, framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except safetensors.SafetensorError as error:
+        (n,) = struct.unpack("<Q", data[:8])
+        metadata = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
+    except (struct.error, json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
         raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {error}") from None
-    if MODEL_FORMAT in metadata:
-        raise CheckpointError(f"{path} is a model without a noise schedule (e.g. a VAE); read it with load_model")
+    return metadata
+
+
+def _read(path: Path, data: bytes | None) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The checked JSON header and all tensors of a checkpoint file, with clear errors."""
+    if data is None:
+        if not path.is_file():
+            raise FileNotFoundError(f"no checkpoint at {path}")
+        data = path.read_bytes()
+    metadata = _header_metadata(path, data)
+    try:
+        tensors = safetensors.torch.load(data)
+    except (safetensors.SafetensorError, ValueError) as error:
+        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {error}") from None
     text = metadata.get(FORMAT)
     if text is None:
         raise CheckpointError(f"{path} is a safetensors file but not a minidiff checkpoint (no {FORMAT!r} metadata)")
@@ -208,11 +243,44 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
         header = json.loads(text)
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path}: the checkpoint's metadata is not valid JSON: {error}") from None
-    if header.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {header.get('version')!r}, expected {VERSION}")
-    if "schedule.betas" not in tensors:
-        raise CheckpointError(f"{path}: the checkpoint has no 'schedule.betas' tensor")
+    if not isinstance(header, dict) or header.get("version") != VERSION:
+        version = header.get("version") if isinstance(header, dict) else None
+        raise CheckpointError(f"{path}: checkpoint format version {version!r}, this minidiff reads {VERSION}")
+    _check_header(path, header, tensors)
+    if _tensors_sha256(tensors) != header["tensors_sha256"]:
+        raise CheckpointError(f"{path}: the tensors do not match their checksum; the file is corrupt or was modified")
+    for key, value in tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{path}: tensor {key!r} holds NaN or infinite values")
     return header, tensors
+
+
+# field → (JSON types allowed, what is expected), for the errors
+_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "model": ((dict,), "an object with 'class' and 'config'"),
+    "denoiser": ((dict, type(None)), "an object with 'schedule' and 'prediction', or null"),
+    "sample_shape": ((list, type(None)), "a list of integers or null"),
+    "vae": ((str, type(None)), "a VAE name or null"),
+    "step": ((int,), "an integer"),
+    "meta": ((dict,), "an object"),
+    "tensors_sha256": ((str,), "a hex digest"),
+}
+
+
+def _check_header(path: Path, header: dict[str, Any], tensors: dict[str, Tensor]) -> None:
+    """Raise CheckpointError naming the file and the first field that is missing or malformed."""
+    for name, (types, expected) in _FIELDS.items():
+        if name not in header or not isinstance(header[name], types) or isinstance(header[name], bool):
+            raise CheckpointError(f"{path}: header field {name!r} must be {expected}, got {header.get(name)!r:.80}")
+    model = header["model"]
+    if not isinstance(model.get("class"), str) or not isinstance(model.get("config"), dict):
+        raise CheckpointError(f"{path}: header field 'model' must be {_FIELDS['model'][1]}, got {model!r:.80}")
+    denoiser = header["denoiser"]
+    if denoiser is not None:
+        if denoiser.get("prediction") not in PREDICTIONS or not isinstance(denoiser.get("schedule"), dict):
+            raise CheckpointError(f"{path}: header field 'denoiser' must be {_FIELDS['denoiser'][1]}, got {denoiser!r:.80}")
+        if "schedule.betas" not in tensors:
+            raise CheckpointError(f"{path}: a denoiser's checkpoint needs a 'schedule.betas' tensor, and has none")
 
 
 def _model_with_weights(
@@ -220,25 +288,23 @@ def _model_with_weights(
 ) -> nn.Module:
     """The model a file describes (built on `device`, or `model` after checking that it is the
     same class and config) with the file's "model.*" weights loaded."""
-    cls, config_cls = _model_class(path, header)
-    config = header["model"]["config"]
+    name, config = header["model"]["class"], header["model"]["config"]
+    if name not in MODELS:
+        raise CheckpointError(f"{path} holds a {name!r} model; this version knows {', '.join(MODELS)}")
+    cls, config_cls = MODELS[name]
     if model is None:
-        model = cls(config_cls(**config)).to(device)
+        try:
+            model = cls(config_cls(**config)).to(device)
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(f"{path}: the {name} config in its header is not valid: {error}") from None
     else:
-        _check_same_model(path, header["model"]["class"], config, model)
+        _check_same_model(path, name, config, model)
     weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(weights)
     except RuntimeError as error:
         raise CheckpointError(f"{path}: the weights do not fit the model: {error}") from None
     return model
-
-
-def _model_class(path: Path, header: dict[str, Any]) -> tuple[type[nn.Module], type]:
-    name = header["model"]["class"]
-    if name not in MODELS:
-        raise CheckpointError(f"{path} holds a {name!r} model; this version knows {', '.join(MODELS)}")
-    return MODELS[name]
 
 
 def _config_dict(config: Any) -> dict[str, Any]:
@@ -258,87 +324,3 @@ def _check_same_model(path: Path, name: str, config: dict[str, Any], model: nn.M
     ]
     if differences:
         raise CheckpointError(f"{path} was saved from a {name} with another config; " + "; ".join(differences))
-
-
-# ----- models without a noise schedule (the VAE) -------------------------------------------------
-MODEL_FORMAT = "minidiff-model"
-
-
-@dataclass
-class SavedModel:
-    """What `load_model` returns: the model (eval mode), the training step it was saved at,
-    free-form JSON metadata, and any other tensors saved with it (training state, on the CPU)."""
-
-    model: nn.Module
-    step: int
-    meta: dict[str, Any]
-    extra: dict[str, Tensor]
-
-
-def save_model(
-    path: str | Path,
-    model: nn.Module,
-    step: int = 0,
-    meta: dict[str, Any] | None = None,
-    extra: dict[str, Tensor] | None = None,
-) -> Path:
-    """Write a model that has no noise schedule (e.g. a `VAE`) to `path`, atomically: its
-    class and config and `meta` as JSON, its weights and buffers as "model.<name>" tensors,
-    `extra` tensors under their own names (which must not start with "model.")."""
-    name = type(model).__name__
-    if MODELS.get(name, (None,))[0] is not type(model):
-        raise TypeError(f"model must be one of {', '.join(MODELS)} to be saved, got {name}")
-    extra = extra or {}
-    clashing = [k for k in extra if k.startswith("model.")]
-    if clashing:
-        raise ValueError(f"extra tensor names must not start with 'model.', got {clashing}")
-    header = {
-        "format": MODEL_FORMAT,
-        "version": VERSION,
-        "model": {"class": name, "config": _config_dict(model.config)},
-        "step": step,
-        "meta": meta or {},
-    }
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | extra
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    path = Path(path)
-    write_atomic(path, safetensors.torch.save(tensors, metadata={MODEL_FORMAT: json.dumps(header)}))
-    return path
-
-
-def load_model(path: str | Path, model: nn.Module | None = None, device: str | torch.device = "cpu") -> SavedModel:
-    """Read a file written by `save_model` (no pickle: safetensors + JSON).
-
-    Args:
-        path:   the .safetensors file
-        model:  load the weights into this model (same class and config) instead of building one
-        device: where a newly built model goes
-    Raises FileNotFoundError if there is no such file, and CheckpointError if it is not a
-    readable minidiff model file (a diffusion checkpoint, a corrupt file…) or does not match `model`.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no model file at {path}")
-    try:
-        with safetensors.safe_open(path, framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except safetensors.SafetensorError as error:
-        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {error}") from None
-    if FORMAT in metadata:
-        raise CheckpointError(
-            f"{path} is a diffusion model checkpoint (with a noise schedule); read it with load_checkpoint"
-        )
-    if MODEL_FORMAT not in metadata:
-        raise CheckpointError(
-            f"{path} is a safetensors file but not a minidiff model file (no {MODEL_FORMAT!r} metadata)"
-        )
-    try:
-        header = json.loads(metadata[MODEL_FORMAT])
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path}: the model file's metadata is not valid JSON: {error}") from None
-    if header.get("version") != VERSION:
-        raise CheckpointError(f"{path}: model file format version {header.get('version')!r}, expected {VERSION}")
-    model = _model_with_weights(path, header, tensors, model, device)
-    extra = {k: v for k, v in tensors.items() if not k.startswith("model.")}
-    return SavedModel(model.eval(), header["step"], header["meta"], extra)

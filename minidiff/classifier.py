@@ -1,43 +1,36 @@
-"""A small image classifier per dataset, the feature extractor behind `minidiff.metrics.ImageMetric`.
+"""The classifiers behind `minidiff.metrics.ImageMetric`: recipes, training, shipped weights.
 
-A few conv layers and a global average pool turn an image into a feature vector; a linear
-layer turns that into class logits:
+The network is `minidiff.nn.classifier.Classifier` (a small CNN; `features(x)` is its
+penultimate layer). The metrics compare the distribution of those features over generated
+samples with their distribution over real test images (a Fréchet distance), and count which
+classes the logits assign the samples to.
 
-    x (B, C, H, W) ─► [conv-BN-ReLU ×2, max-pool] ×2 ─► conv-BN-ReLU ×2 ─► mean over H, W ─► f (B, D) ─► logits (B, K)
+Shipped weights (minidiff checkpoints: safetensors, no pickle) live in `minidiff/weights/`,
+listed in `classifiers.json` with their sha256, recipe, training time and test accuracy. They
+are trained on the training engine (`minidiff.train`, objective `ClassifierObjective`) with
+the recipes below:
 
-`features(x)` returns f, the penultimate layer. The metrics compare the distribution of f over
-generated samples with its distribution over real test images (a Fréchet distance), and
-count which classes the logits assign the samples to.
-
-Shipped weights (safetensors, no pickle) live in `minidiff/weights/`, listed in
-`classifiers.json` with their sha256, recipe, training time and test accuracy. They are
-trained with the recipes below:
-
-    python -m minidiff.classifier train digits      # or shapes; writes into minidiff/weights/
+    python -m minidiff classifier digits      # or shapes; writes into minidiff/weights/
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import safetensors
-import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minidiff._checks import check_choice
-from minidiff.checkpoint import write_atomic
+from minidiff.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from minidiff.data.images import DigitsDataset, LabelledImages, ShapesDataset
-from minidiff.pretrained import (
+from minidiff.files import (
     WEIGHTS_DIR,
     WeightsError,
     machine_description,
@@ -46,45 +39,11 @@ from minidiff.pretrained import (
     sha256_of,
     verified_bytes,
 )
+from minidiff.nn.classifier import Classifier, ClassifierConfig
+from minidiff.objective import Objective
+from minidiff.train import TrainConfig, train
 
 MANIFEST = "classifiers.json"
-
-
-@dataclass(frozen=True)
-class ClassifierConfig:
-    in_channels: int = 1
-    num_classes: int = 10
-    widths: tuple[int, ...] = (16, 32, 64)  # channels per resolution; the last is the feature size D
-
-
-class Classifier(nn.Module):
-    """A small CNN: two 3×3 conv-BatchNorm-ReLU per resolution, halving the resolution between
-    them, then a global average pool (features) and a linear layer (logits)."""
-
-    def __init__(self, config: ClassifierConfig):
-        super().__init__()
-        self.config = config
-        layers: list[nn.Module] = []
-        c_in = config.in_channels
-        for i, c in enumerate(config.widths):
-            layers += [_conv_bn_relu(c_in, c), _conv_bn_relu(c, c)]
-            if i < len(config.widths) - 1:
-                layers.append(nn.MaxPool2d(2))
-            c_in = c
-        self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(c_in, config.num_classes)
-
-    def features(self, x: Tensor) -> Tensor:
-        """The penultimate layer: (B, C, H, W) images in [-1, 1] → (B, D) features."""
-        return self.body(x).mean(dim=(2, 3))  # (B, D) global average pool
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) images in [-1, 1] → (B, K) class logits."""
-        return self.head(self.features(x))
-
-
-def _conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
 
 
 @dataclass(frozen=True)
@@ -136,6 +95,43 @@ def random_shift(x: Tensor, max_shift: int, generator: torch.Generator) -> Tenso
     return padded[batch, channel, rows, cols]  # (B, C, H, W)
 
 
+class ClassifierObjective(Objective):
+    """Cross-entropy of the logits against the labels, on data (images, labels), each batch
+    randomly shifted by up to `max_shift` pixels (augmentation)."""
+
+    def __init__(self, max_shift: int):
+        self.max_shift = max_shift
+
+    def __call__(self, model: nn.Module, batch: tuple[Tensor, ...], generator: torch.Generator) -> Tensor:
+        x, y = batch  # (B, C, H, W), (B,)
+        x = random_shift(x, self.max_shift, generator).contiguous(memory_format=torch.channels_last)  # faster convs
+        return F.cross_entropy(model(x), y)
+
+    def describe(self) -> dict[str, Any]:
+        return {"objective": "classifier", "max_shift": self.max_shift}
+
+    def check(self, model: nn.Module, data: tuple[Tensor, ...]) -> None:
+        if len(data) != 2 or data[1].dtype != torch.long:
+            raise ValueError("data must be (images, labels), the labels an int64 tensor (N,)")
+
+
+def training_config(recipe: ClassifierRecipe) -> TrainConfig:
+    """The engine's settings for a classifier recipe: AdamW with weight decay 1e-4 and the
+    one-cycle learning rate, no clipping, no averaging (the trained weights themselves)."""
+    return TrainConfig(
+        steps=recipe.steps,
+        batch_size=recipe.batch_size,
+        lr=recipe.lr,
+        warmup=0,
+        lr_schedule="one_cycle",
+        weight_decay=1e-4,
+        grad_clip=None,
+        ema_decay=0.0,
+        seed=recipe.seed,
+        checkpoint_every=recipe.steps,
+    )
+
+
 def train_classifier(recipe: str | ClassifierRecipe, device: str | torch.device = "cpu") -> Classifier:
     """Train a classifier from scratch on its dataset's train split; returns it in eval mode.
 
@@ -145,21 +141,10 @@ def train_classifier(recipe: str | ClassifierRecipe, device: str | torch.device 
         check_choice("recipe", recipe, tuple(CLASSIFIER_RECIPES))
         recipe = CLASSIFIER_RECIPES[recipe]
     data = classifier_data(recipe.dataset, "train")
-    images, labels = data.images.to(device), data.labels.to(device)
     torch.manual_seed(recipe.seed)  # the same initial weights every time
-    model = Classifier(recipe.config).to(device, memory_format=torch.channels_last).train()  # faster convs on CPU
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=recipe.steps)
-    g = torch.Generator().manual_seed(recipe.seed)
-    for _ in range(recipe.steps):
-        i = torch.randint(0, len(labels), (recipe.batch_size,), generator=g).to(device)
-        x = random_shift(images[i], recipe.max_shift, g).contiguous(memory_format=torch.channels_last)  # (B, C, H, W)
-        loss = F.cross_entropy(model(x), labels[i])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    return model.eval()
+    model = Classifier(recipe.config).to(device, memory_format=torch.channels_last)  # faster convs on CPU
+    objective = ClassifierObjective(recipe.max_shift)
+    return train(model, (data.images, data.labels), objective, training_config(recipe)).ema
 
 
 @torch.no_grad()
@@ -178,30 +163,28 @@ def weights_file(dataset: str) -> str:
 def save_classifier(
     model: Classifier, dataset: str, info: dict[str, Any], weights_dir: str | Path = WEIGHTS_DIR
 ) -> Path:
-    """Write the weights as safetensors into weights_dir and record them in its manifest,
-    with their sha256 and `info` (recipe, steps, time, accuracy…). Returns the weights path."""
-    data = safetensors.torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
-    path = Path(weights_dir) / weights_file(dataset)
-    write_atomic(path, data)
-    record_in_manifest(weights_dir, MANIFEST, path.name, {"sha256": sha256_of(data), **info})
+    """Write the classifier as a checkpoint into weights_dir and record it in its manifest,
+    with its sha256 and `info` (recipe, steps, time, accuracy…). Returns the weights path."""
+    path = save_checkpoint(Path(weights_dir) / weights_file(dataset), model, meta={"dataset": dataset})
+    record_in_manifest(weights_dir, MANIFEST, path.name, {"sha256": sha256_of(path.read_bytes()), **info})
     return path
 
 
 def load_classifier(dataset: str, weights_dir: str | Path = WEIGHTS_DIR) -> Classifier:
     """The trained classifier of `dataset` ("digits" or "shapes"), on the CPU, in eval mode.
 
-    Reads `classifier_<dataset>.safetensors` from weights_dir and checks its sha256 against
-    the folder's manifest before loading it (safetensors: plain tensors, no code is run).
-    Raises WeightsError if the file is not in the manifest, is corrupt or was modified.
+    Reads `classifier_<dataset>.safetensors` from weights_dir once, checks its sha256 against
+    the folder's manifest and loads those bytes (safetensors: plain tensors, no code is run).
+    Raises WeightsError if the file is not in the manifest, is corrupt, was modified or does
+    not fit the dataset's recipe.
     """
     check_choice("dataset", dataset, tuple(CLASSIFIER_RECIPES))
     path = Path(weights_dir) / weights_file(dataset)
-    data = verified_bytes(path, MANIFEST, f"retrain it with `python -m minidiff.classifier train {dataset}`")
-    model = Classifier(CLASSIFIER_RECIPES[dataset].config)
+    data = verified_bytes(path, MANIFEST, f"retrain it with `python -m minidiff classifier {dataset}`")
     try:
-        model.load_state_dict(safetensors.torch.load(data))
-    except (safetensors.SafetensorError, RuntimeError) as error:
-        raise WeightsError(f"{path} does not fit the {dataset} classifier's recipe ({error})") from None
+        model = load_checkpoint(path, model=Classifier(CLASSIFIER_RECIPES[dataset].config), data=data).model
+    except CheckpointError as error:
+        raise WeightsError(f"{error} (it does not fit the {dataset} classifier's recipe)") from None
     return model.eval()
 
 
@@ -228,23 +211,7 @@ def train_and_save(dataset: str, weights_dir: str | Path = WEIGHTS_DIR) -> dict[
         "machine": f"{machine_description()}, {torch.get_num_threads()} torch threads",
         "load_average": round(os.getloadavg()[0], 1),  # other jobs on the machine slow training down
         "test_accuracy": round(accuracy(model, test.images, test.labels), 4),
-        "command": f"python -m minidiff.classifier train {dataset}",
+        "command": f"python -m minidiff classifier {dataset}",
     }
     save_classifier(model, dataset, info, weights_dir)
     return manifest_entry(dataset, weights_dir)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minidiff.classifier", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train a dataset's classifier on the CPU and ship it")
-    train.add_argument("dataset", choices=CLASSIFIER_RECIPES)
-    train.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="weights folder (default: the package's)")
-    args = parser.parse_args(argv)
-    entry = train_and_save(args.dataset, args.out)
-    print(json.dumps(entry, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,7 +23,8 @@ from torch import Tensor
 
 from minidiff._checks import check_finite
 from minidiff.forward import Denoiser
-from minidiff.samplers import Callback, Step, _ddim_steps, _t, noise_levels, sample
+from minidiff._checks import check_choice
+from minidiff.samplers import SAMPLERS, Callback, Step, ddim_step, noise_levels
 from minidiff.schedules import NoiseSchedule
 
 
@@ -47,7 +48,7 @@ def img2img(
     sampler's path, then denoise from there with the usual sampler.
 
     Of the `steps` noise levels σ_0 > … > σ_{steps-1} the sampler would visit, it keeps the
-    last k = round(strength·steps) (`minidiff.samplers.noise_levels`), starts from
+    last k = round(strength·steps) (`sdedit_levels`), starts from
 
         x_t = √ᾱ·x0 + √(1-ᾱ)·ε,   ᾱ = 1/(1 + σ²) at the first level kept   (Ho et al. 2020, eq. 4)
 
@@ -67,7 +68,8 @@ def img2img(
         kwargs:    more arguments of the sampler: callback, eta…
     """
     check_finite("x0", x0)
-    sigmas = noise_levels(schedule, steps, spacing, strength)  # the last k + 1 levels, ending at σ = 0
+    check_choice("sampler", sampler, tuple(SAMPLERS))
+    sigmas = sdedit_levels(noise_levels(schedule, steps, spacing), strength)  # the last k + 1 levels
     if len(sigmas) == 1:
         return x0.clone()  # no step to take: the input, unchanged
     eps = _noise_like(x0, generator)  # ε ~ N(0, I)
@@ -76,9 +78,17 @@ def img2img(
     else:
         alpha_bar = 1 / (1 + sigmas[0] ** 2)  # ᾱ at the first level kept
         x_t = alpha_bar**0.5 * x0 + (1 - alpha_bar) ** 0.5 * eps  # eq. 4
-    return sample(
-        model, x_t, schedule, sampler, steps, spacing=spacing, generator=generator, strength=strength, **kwargs
-    )
+    return SAMPLERS[sampler](model, x_t, schedule, sigmas, generator=generator, **kwargs)
+
+
+def sdedit_levels(sigmas: list[float], strength: float) -> list[float]:
+    """The levels an SDEdit of `strength` visits: of a sampler's σ_0 > … > σ_N = 0 (N steps),
+    the last k = round(strength·N) steps, from σ_{N-k} down to 0. strength 1 keeps them all;
+    strength 0 keeps none: [0.0]."""
+    if not isinstance(strength, (int, float)) or not 0 <= strength <= 1:
+        raise ValueError(f"strength must be a number in [0, 1] (1: start from pure noise), got {strength!r}")
+    steps = len(sigmas) - 1
+    return sigmas[steps - round(strength * steps) :]
 
 
 @torch.no_grad()
@@ -143,8 +153,7 @@ def inpaint(
     for i, (sigma, sigma_next) in enumerate(pairwise(sigmas)):
         alpha_bar, alpha_bar_next = 1 / (1 + sigma**2), 1 / (1 + sigma_next**2)
         for u in range(resample):
-            steps_taken: list[Step] = []
-            x_unknown = _ddim_steps(model, x, schedule, [sigma, sigma_next], eta, generator, steps_taken.append)
+            x_unknown, x0_hat = ddim_step(model, x, schedule, sigma, sigma_next, eta, generator)
             if sigma_next > 0:
                 x_known_next = alpha_bar_next**0.5 * x_known + (1 - alpha_bar_next) ** 0.5 * _noise_like(x, generator)
             else:
@@ -156,7 +165,7 @@ def inpaint(
             else:
                 break
         if callback:
-            callback(Step(i, _t(schedule, sigma), x, steps_taken[0].x0_hat, x_next))
+            callback(Step(i, schedule.t_at_sigma(torch.tensor([sigma], dtype=torch.float64)).item(), x, x0_hat, x_next))
         x = x_next
     return x
 

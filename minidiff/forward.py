@@ -13,18 +13,41 @@ an ε-predictor, so no sampler needs a prediction-type flag.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from minidiff._checks import check_choice, check_finite
+from minidiff.objective import Objective
 from minidiff.schedules import NoiseSchedule
 
 PREDICTIONS = ("eps", "x0", "v")
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]  # model(x_t, t) -> prediction, same shape as x_t
+
+
+@runtime_checkable
+class Conditional(Protocol):
+    """A network model(x_t, t, y) that can take a condition y (class labels, token ids…).
+
+    `conditional` says whether this instance does (a `UNet` without a label embedding has the
+    methods but takes no y); `null_condition(y)` is the condition ∅ meaning "nothing"."""
+
+    conditional: bool
+
+    def check_condition(self, y: Tensor, batch: int | None = None) -> None: ...
+
+    def null_condition(self, y: Tensor) -> Tensor: ...
+
+
+def is_conditional(model: object) -> bool:
+    """Whether `model` takes a condition y: it is `Conditional` and this instance uses it."""
+    return isinstance(model, Conditional) and model.conditional
 
 
 def x0_from_eps(x_t: Tensor, eps: Tensor, alpha_bar: Tensor) -> Tensor:
@@ -88,3 +111,61 @@ def diffusion_loss(
     x_t = schedule.q_sample(x0, t, eps)
     target = training_target(prediction, x0, eps, schedule.at(schedule.alpha_bar, t, x0))
     return F.mse_loss(model(x_t, t), target)
+
+
+def with_condition_dropout(
+    model: Conditional, y: Tensor, p_uncond: float, generator: torch.Generator | None = None
+) -> Denoiser:
+    """The denoiser (x_t, t) ↦ model(x_t, t, y), each sample's condition replaced by the null
+    condition ∅ with probability p_uncond (Ho & Salimans 2022, Algorithm 1), so that one
+    network learns both predictions classifier-free guidance needs."""
+    if p_uncond > 0:
+        drop = torch.rand(len(y), generator=generator, device=y.device) < p_uncond  # (B,)
+        drop = drop.reshape(-1, *([1] * (y.ndim - 1)))  # (B, 1, …) against y's (B, …)
+        y = torch.where(drop, model.null_condition(y), y)
+    return lambda x_t, t: model(x_t, t, y)
+
+
+@dataclass
+class DiffusionObjective(Objective):
+    """The diffusion training objective: `diffusion_loss` with the target `prediction`, and for
+    a conditional model (data (x0, y)) the condition dropped with probability p_uncond.
+
+    schedule:   the noise schedule to train on
+    prediction: what the network predicts: "eps", "x0" or "v"
+    p_uncond:   probability of training a sample with the null condition ∅ (for guidance)
+    vae:        the shipped VAE whose latents x0 are, for latent diffusion (recorded in the
+                checkpoints, so that `minidiff.generate` decodes the samples with it)
+    """
+
+    schedule: NoiseSchedule
+    prediction: str = "eps"
+    p_uncond: float = 0.0
+    vae: str | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("prediction", self.prediction, PREDICTIONS)
+        if not 0 <= self.p_uncond < 1:
+            raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond!r}")
+
+    def __call__(self, model: nn.Module, batch: tuple[Tensor, ...], generator: torch.Generator) -> Tensor:
+        x0, *y = batch
+        denoiser = with_condition_dropout(model, y[0], self.p_uncond, generator) if y else model
+        return diffusion_loss(denoiser, x0, self.schedule, self.prediction, generator)
+
+    def describe(self) -> dict[str, Any]:
+        betas = hashlib.sha256(self.schedule.betas.double().numpy().tobytes()).hexdigest()[:16]
+        schedule = {"name": self.schedule.name, "T": self.schedule.T, "betas_sha256": betas}
+        return {"objective": "diffusion", "prediction": self.prediction, "p_uncond": self.p_uncond,
+                "schedule": schedule, "vae": self.vae}
+
+    def check(self, model: nn.Module, data: tuple[Tensor, ...]) -> None:
+        if len(data) > 2:
+            raise ValueError(f"data must be (x0,) or (x0, y), got {len(data)} tensors")
+        if len(data) == 2:
+            if not is_conditional(model):
+                raise ValueError(f"a condition y was given with the data, but a {type(model).__name__} takes none")
+            model.check_condition(data[1], len(data[0]))  # one valid condition per sample
+
+    def checkpoint_fields(self) -> dict[str, Any]:
+        return {"schedule": self.schedule, "prediction": self.prediction, "vae": self.vae}

@@ -15,17 +15,18 @@ different from nothing — 7.5 is the familiar default; 20 and more burns images
 A negative prompt puts another condition in place of ∅: ε̂ = ε(y_neg) + w·(ε(y) − ε(y_neg))
 moves away from y_neg as well as towards y.
 
-`classifier_free_guidance` returns a denoiser (x_t, t) ↦ ε̂ that every sampler takes.
+`classifier_free_guidance` returns a denoiser (x_t, t) ↦ ε̂ that every sampler takes. It knows
+only denoisers: turning a label or a prompt into the condition y is `minidiff.generate`'s job.
 """
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
+import math
 
-from minidiff.data.images import class_captions
+import torch
+from torch import Tensor
+
 from minidiff.forward import Denoiser
-from minidiff.nn.text import TextUNet
 
 
 def classifier_free_guidance(
@@ -43,8 +44,8 @@ def classifier_free_guidance(
         batched:  run both predictions in one forward pass of 2B samples (faster); False
                   runs two passes of B (less memory). Both give the same ε̂.
     """
-    if not isinstance(w, (int, float)) or isinstance(w, bool) or not w == w:
-        raise ValueError(f"w (the guidance scale) must be a number, got {w!r}")
+    if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w):
+        raise ValueError(f"w (the guidance scale) must be a finite number, got {w!r}")
     if not torch.is_tensor(y) or not torch.is_tensor(y_uncond) or y.shape != y_uncond.shape:
         raise ValueError(f"y and y_uncond must be tensors of the same shape, got {_shape(y)} and {_shape(y_uncond)}")
 
@@ -59,16 +60,6 @@ def classifier_free_guidance(
         return torch.lerp(eps_uncond, eps_cond, w)  # ε̂ = ε(∅) + w·(ε(y) − ε(∅)), exact at w = 0 and 1
 
     return guided
-
-
-def class_condition(model: nn.Module, labels: Tensor) -> Tensor:
-    """The condition y asking `model` for the shapes classes `labels` (N,): the labels
-    themselves for a class-conditional `UNet`, a caption's token ids for a `TextUNet`
-    (`class_captions`: "a small red circle", sizes alternating)."""
-    if isinstance(model, TextUNet):
-        return model.tokenizer.encode(class_captions(labels)).to(labels.device)
-    model.check_condition(labels)
-    return labels
 
 
 def _shape(x: object) -> str:

@@ -6,6 +6,8 @@ import torch
 from torch import Tensor
 
 from minidiff._checks import check_finite
+from minidiff.classifier import classifier_data, load_classifier
+from minidiff.files import WEIGHTS_DIR
 
 
 def sliced_wasserstein(x: Tensor, y: Tensor, n_projections: int = 256, seed: int = 0) -> float:
@@ -133,9 +135,6 @@ class ImageMetric:
     def __init__(self, dataset: str, weights_dir: str | None = None):
         """dataset: "digits" or "shapes"; weights_dir: where the classifier weights and their
         manifest are (default: the package's shipped ones)."""
-        # imported here, not on top: `import minidiff` must not import the module `python -m minidiff.classifier` runs
-        from minidiff.classifier import WEIGHTS_DIR, classifier_data, load_classifier
-
         self.dataset = dataset
         self.classifier = load_classifier(dataset, weights_dir or WEIGHTS_DIR)
         test = classifier_data(dataset, "test")

@@ -3,7 +3,9 @@
     python -m minidiff train --recipe digits --out runs/digits          # the command line
     train_recipe("toy", steps=budget(fast=200, full=3000))              # a notebook
 
-`RECIPES` holds them by name; the shipped pretrained weights are trained with these.
+`RECIPES` holds them by name; the shipped pretrained weights are trained with these. A recipe
+names what to train and on what; `Recipe.objective()` is the loss the engine (`minidiff.train`)
+minimises: the diffusion objective for a denoiser, the VAE's for a VAE.
 
 Every recipe trains its network to predict v (Salimans & Ho 2022) on the cosine schedule.
 With ε-prediction, the cosine schedule's last step (ᾱ ≈ 2·10⁻⁹) turns the tiniest error in ε̂
@@ -16,21 +18,26 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from minidiff._checks import check_choice
 from minidiff.checkpoint import model_from_config
 from minidiff.course import default_device
 from minidiff.data import TOY_DATASETS, DigitsDataset, ShapesDataset, make_toy
+from minidiff.forward import DiffusionObjective
+from minidiff.latent import encode
 from minidiff.nn import MLPConfig, UNetConfig
 from minidiff.nn.text import TextUNetConfig, Tokenizer
-from minidiff.nn.vae import VAE, VAEConfig
+from minidiff.nn.vae import VAEConfig, VAEObjective, reconstruction_mse
+from minidiff.objective import Objective
+from minidiff.pretrained import load_vae, vae_info
 from minidiff.schedules import NoiseSchedule
-from minidiff.train import TrainConfig, TrainResult, train
-from minidiff.train_vae import train_vae
+from minidiff.train import Callback, TrainConfig, TrainResult, train
 
 DATASETS = ("digits", "shapes", *TOY_DATASETS)
 CONDITIONS = (None, "label", "caption")
@@ -47,6 +54,10 @@ class Recipe:
     training: TrainConfig  # steps, batch size, learning rate, EMA, seed, …
     schedule: str = "cosine"  # noise schedule name, see `NoiseSchedule.from_name`
     T: int = 1000  # training timesteps
+    prediction: str = "v"  # what a denoiser learns to predict: "eps", "x0" or "v" (see the module docstring)
+    p_uncond: float = 0.0  # conditional models: probability of training a sample with the null condition
+    sample_every: int = 0  # the command line saves a grid of EMA samples every this many steps (0: never)
+    n_samples: int = 64  # samples in that grid
     image_size: int = 16  # side of the images (digits, shapes)
     n: int = 10_000  # samples generated (shapes, toys); digits has the 1,438 of its train split
     condition: str | None = None  # None: unconditional; "label": class labels; "caption": token ids
@@ -59,9 +70,6 @@ class Recipe:
         (N, L). Generated data always uses seed 0: it is the dataset. With `latent`, the
         images are encoded by that VAE: (N, c, H/f, W/f) scaled latents (`minidiff.latent.encode`)."""
         if self.latent is not None:
-            from minidiff.latent import encode
-            from minidiff.pretrained import load_vae
-
             images, y = dataclasses.replace(self, latent=None).load_data()
             return encode(load_vae(self.latent), images), y
         check_choice("dataset", self.dataset, DATASETS)
@@ -86,11 +94,26 @@ class Recipe:
             return DigitsDataset(self.image_size, split="test").images[:n]
         return ShapesDataset(n, self.image_size, seed=1).images
 
+    def objective(self) -> Objective:
+        """What the engine minimises: the VAE's loss for a VAE, else the diffusion objective on
+        the recipe's schedule, with its prediction type, condition dropout and VAE."""
+        if isinstance(self.model, VAEConfig):
+            return VAEObjective()
+        schedule = NoiseSchedule.from_name(self.schedule, self.T)
+        return DiffusionObjective(schedule, self.prediction, self.p_uncond, self.latent)
 
-# The conditional shapes models: the condition is dropped 10% of the time for guidance.
-CONDITIONAL_TRAINING = TrainConfig(
-    steps=3000, prediction="v", p_uncond=0.1, warmup=200, ema_decay=0.999, checkpoint_every=250, sample_every=1000
-)
+    def sample_shape(self) -> tuple[int, ...]:
+        """The shape of one training sample: (2,) points, (C, H, W) images, or (c, h, w) latents."""
+        if self.latent is not None:
+            return tuple(vae_info(self.latent)["latent_shape"])
+        if self.dataset in TOY_DATASETS:
+            return (2,)
+        net = self.model.unet if isinstance(self.model, TextUNetConfig) else self.model
+        return (net.in_channels, self.image_size, self.image_size)
+
+
+# The conditional shapes models (their condition is dropped 10% of the time, for guidance).
+CONDITIONAL_TRAINING = TrainConfig(steps=3000, warmup=200, ema_decay=0.999, checkpoint_every=250)
 
 RECIPES: dict[str, Recipe] = {
     r.name: r
@@ -101,7 +124,8 @@ RECIPES: dict[str, Recipe] = {
             "3,000 steps, tens of minutes on a CPU",
             dataset="digits",
             model=UNetConfig(channels_last=True),
-            training=TrainConfig(steps=3000, prediction="v", warmup=200, checkpoint_every=250, sample_every=500),
+            training=TrainConfig(steps=3000, warmup=200, checkpoint_every=250),
+            sample_every=500,
         ),
         Recipe(
             name="shapes",
@@ -109,9 +133,8 @@ RECIPES: dict[str, Recipe] = {
             "3,000 steps, about 1.5 hours on a CPU, minutes on a GPU",
             dataset="shapes",
             model=UNetConfig(in_channels=3, channels_last=True),
-            training=TrainConfig(
-                steps=3000, prediction="v", warmup=200, ema_decay=0.9995, checkpoint_every=250, sample_every=1000
-            ),
+            training=TrainConfig(steps=3000, warmup=200, ema_decay=0.9995, checkpoint_every=250),
+            sample_every=1000,
             image_size=32,
         ),
         Recipe(
@@ -122,6 +145,8 @@ RECIPES: dict[str, Recipe] = {
             model=UNetConfig(in_channels=3, blocks_per_level=1, num_classes=16, channels_last=True),
             condition="label",
             training=CONDITIONAL_TRAINING,
+            p_uncond=0.1,
+            sample_every=1000,
             image_size=32,
         ),
         Recipe(
@@ -134,6 +159,8 @@ RECIPES: dict[str, Recipe] = {
             condition="caption",
             holdout=("green star",),
             training=dataclasses.replace(CONDITIONAL_TRAINING, steps=2000),
+            p_uncond=0.1,
+            sample_every=1000,
             image_size=32,
         ),
         Recipe(
@@ -154,7 +181,8 @@ RECIPES: dict[str, Recipe] = {
             model=UNetConfig(in_channels=4, channels=64, channel_mults=(1, 2), blocks_per_level=1, num_classes=16),
             condition="label",
             latent="vae_shapes",
-            training=dataclasses.replace(CONDITIONAL_TRAINING, steps=2000, sample_every=0),  # no grids of latents
+            training=dataclasses.replace(CONDITIONAL_TRAINING, steps=2000),
+            p_uncond=0.1,
             image_size=32,
         ),
         Recipe(
@@ -162,24 +190,17 @@ RECIPES: dict[str, Recipe] = {
             description="MLP (170k parameters) on the 2-D two-moons toy; 3,000 steps, about a minute on a CPU",
             dataset="two_moons",
             model=MLPConfig(),
-            training=TrainConfig(
-                steps=3000,
-                batch_size=256,
-                prediction="v",
-                ema_decay=0.995,
-                checkpoint_every=500,
-                sample_every=1000,
-                n_samples=1000,
-            ),
+            training=TrainConfig(steps=3000, batch_size=256, ema_decay=0.995, checkpoint_every=500),
+            sample_every=1000,
+            n_samples=1000,
         ),
         Recipe(
             name="tiny_digits",
             description="a tiny U-Net on the digits at 8×8, for tests and quick demonstrations; seconds",
             dataset="digits",
             model=UNetConfig(channels=16, channel_mults=(1, 2), blocks_per_level=1, heads=2),
-            training=TrainConfig(
-                steps=300, batch_size=32, prediction="v", warmup=20, ema_decay=0.99, checkpoint_every=100, n_samples=16
-            ),
+            training=TrainConfig(steps=300, batch_size=32, warmup=20, ema_decay=0.99, checkpoint_every=100),
+            n_samples=16,
             image_size=8,
         ),
     )
@@ -199,35 +220,29 @@ def train_recipe(
     steps: int | None = None,
     resume: bool = False,
     device: str | torch.device | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> TrainResult:
-    """Train a recipe's model from scratch (or resume its run in out_dir).
+    """Train a recipe's model from scratch (or resume its run in out_dir) on the engine.
 
     Args:
-        recipe:  a Recipe or the name of one in RECIPES
-        out_dir: folder for checkpoints and sample grids (see `train`); None: in memory only
-        steps:   train for this many steps instead of the recipe's (e.g. a short fast-mode run,
-                 or more steps to extend a finished run with resume=True)
-        resume:  continue the run saved in out_dir
-        device:  where to train (default: `default_device()`)
-    Returns `train`'s result: the EMA model and the loss history.
+        recipe:    a Recipe or the name of one in RECIPES
+        out_dir:   folder for checkpoints (see `train`); None: in memory only
+        steps:     train for this many steps instead of the recipe's (e.g. a short fast-mode run,
+                   or more steps to extend a finished run with resume=True)
+        resume:    continue the run saved in out_dir
+        device:    where to train (default: `default_device()`)
+        callbacks: called after every step as callback(step, loss, ema), e.g. sample grids
+    Returns `train`'s result: the EMA model and the loss history. A VAE's run also reports
+    the reconstruction MSE on the recipe's held-out images.
     """
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
     config = recipe.training if steps is None else dataclasses.replace(recipe.training, steps=steps)
-    if isinstance(recipe.model, VAEConfig):
-        return _train_vae_recipe(recipe, config, out_dir, resume, device)
-    data, labels = recipe.load_data()
+    x, y = recipe.load_data()
     torch.manual_seed(config.seed)  # the same initial weights every time
     model = model_from_config(dataclasses.replace(recipe.model)).to(device or default_device())
-    schedule = NoiseSchedule.from_name(recipe.schedule, recipe.T)
-    return train(model, data, schedule, config, labels=labels, out_dir=out_dir, resume=resume)
-
-
-def _train_vae_recipe(
-    recipe: Recipe, config: TrainConfig, out_dir: str | Path | None, resume: bool, device: str | torch.device | None
-) -> TrainResult:
-    """`train_recipe` for a VAE: `train_vae` on the recipe's images, which at the end sets the
-    scale factor and reports the reconstruction MSE on the recipe's held-out images."""
-    images, _ = recipe.load_data()
-    torch.manual_seed(config.seed)  # the same initial weights every time
-    vae = VAE(dataclasses.replace(recipe.model)).to(device or default_device())
-    return train_vae(vae, images, config, heldout=recipe.load_heldout(), out_dir=out_dir, resume=resume)
+    data = (x,) if y is None else (x, y)
+    result = train(model, data, recipe.objective(), config, out_dir=out_dir, resume=resume, callbacks=callbacks)
+    if isinstance(recipe.model, VAEConfig):
+        heldout = recipe.load_heldout()
+        tqdm.write(f"reconstruction MSE on {len(heldout)} held-out images: {reconstruction_mse(result.ema, heldout):.5f}")
+    return result

@@ -1,9 +1,10 @@
 """Samplers: the reverse process, run over any ε-predicting denoiser `model(x_t, t)`.
 
 A sampler never knows which network it drives. It takes the model, the starting noise
-x_T ~ N(0, I), the schedule the model was trained with, and how many steps to take.
+x_T ~ N(0, I), the schedule the model was trained with, and the noise levels to visit,
+σ_0 > σ_1 > … > σ_N = 0 (as k-diffusion's samplers do): one step from each level to the next.
 Training steps (the schedule's T) and sampling steps (how many noise levels the sampler
-visits) are separate choices. x0- and v-predicting networks are wrapped into ε-predictors
+visits) are separate choices; `noise_levels(schedule, steps, spacing)` makes the list. x0- and v-predicting networks are wrapped into ε-predictors
 by `minidiff.forward.as_eps_model`, so no sampler has a prediction-type flag.
 
 Notation (one picture, two coordinates):
@@ -24,15 +25,18 @@ Which noise levels are visited is the `spacing`: "linspace", "leading" or "trail
 pick integer timesteps (see `timesteps`), "karras" picks σ's evenly spaced in σ^(1/7)
 (`karras_sigmas`). Every sampler ends with a step to σ = 0, so it returns clean data.
 
-Every sampler can report each step to a `callback(Step)`; `Trajectory` is a ready-made
-callback that records them all for plotting. `sample(model, x_T, schedule, "ddim", 50)`
-picks a sampler by name.
+Every sampler is `sampler(model, x, schedule, sigmas, *, generator=None, callback=None, …)`
+and can report each step to a `callback(Step)`; `Trajectory` is a ready-made callback that
+records them all for plotting. `sample(model, x_T, schedule, "ddim", 50)` picks a sampler by
+name and builds its noise levels. The one-step pieces `denoise` and `ddim_step` are public:
+editing (`minidiff.edit`) and the lessons build on them.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from collections.abc import Sequence
 from itertools import pairwise
 from typing import NamedTuple
 
@@ -138,23 +142,29 @@ def _check_steps(steps: int, T: int) -> None:
         raise ValueError(f"steps must be an integer in [1, {T}] (T = {T} training timesteps), got {steps!r}")
 
 
-def noise_levels(schedule: NoiseSchedule, steps: int, spacing: str = "trailing", strength: float = 1.0) -> list[float]:
+def noise_levels(schedule: NoiseSchedule, steps: int, spacing: str = "trailing") -> list[float]:
     """σ_0 > σ_1 > … > σ_{steps-1} > σ_steps = 0: the noise levels a `steps`-step sampler visits.
 
-    strength < 1 keeps only the last k = round(strength·steps) steps, from σ_{steps-k} down
-    to 0 (SDEdit, Meng et al. 2022, arXiv:2108.01073): the sampler then starts from an image
-    noised to σ_{steps-k} instead of from pure noise (see `minidiff.edit.img2img`).
-    strength 1 keeps them all; strength 0 keeps none: [0.0].
+    "linspace", "leading" and "trailing" take the σ of the integer timesteps `timesteps`
+    picks; "karras" spaces them evenly in σ^(1/7) between the schedule's σ_max and σ_min
+    (`karras_sigmas`).
     """
     check_choice("spacing", spacing, SIGMA_SPACINGS)
     _check_steps(steps, schedule.T)
-    if not isinstance(strength, (int, float)) or not 0 <= strength <= 1:
-        raise ValueError(f"strength must be a number in [0, 1] (1: start from pure noise), got {strength!r}")
     if spacing == "karras":
-        sigmas = karras_sigmas(schedule.sigmas[0].item(), schedule.sigmas[-1].item(), steps).tolist()
-    else:
-        sigmas = schedule.sigmas[timesteps(schedule.T, steps, spacing)].tolist() + [0.0]
-    return sigmas[steps - round(strength * steps) :]  # the last round(strength·steps) steps
+        return karras_sigmas(schedule.sigmas[0].item(), schedule.sigmas[-1].item(), steps).tolist()
+    return schedule.sigmas[timesteps(schedule.T, steps, spacing)].tolist() + [0.0]
+
+
+def check_sigmas(sigmas: Sequence[float] | Tensor) -> list[float]:
+    """The noise levels a sampler is given, as a list of floats: finite, strictly decreasing,
+    ending at σ = 0 (a single [0.0] means no step). Raises ValueError naming what is wrong."""
+    values = sigmas.tolist() if torch.is_tensor(sigmas) else list(sigmas)
+    if not values or not all(isinstance(s, (int, float)) and math.isfinite(s) for s in values):
+        raise ValueError(f"sigmas must be a non-empty list of finite noise levels, got {values!r:.100}")
+    if values[-1] != 0 or any(a <= b for a, b in pairwise(values)):
+        raise ValueError(f"sigmas must decrease strictly and end at 0 (σ_0 > … > σ_N = 0), got {values!r:.100}")
+    return [float(s) for s in values]
 
 
 def _check_eta(eta: float) -> None:
@@ -162,7 +172,7 @@ def _check_eta(eta: float) -> None:
         raise ValueError(f"eta must be a number in [0, 1] (0: deterministic, 1: as much noise as DDPM), got {eta!r}")
 
 
-# ----- shared pieces: calling the model, noise, reporting ----------------------------------
+# ----- the pieces every sampler is made of ----------------------------------------------------
 def _t(schedule: NoiseSchedule, sigma: float) -> float:
     """The model's timestep whose noise level is σ (t = 0 for σ = 0, the closest it knows)."""
     return schedule.t_at_sigma(torch.tensor([sigma], dtype=torch.float64)).item()
@@ -186,10 +196,33 @@ def _vp(x: Tensor, sigma: float) -> Tensor:
     return x * _alpha_bar(sigma) ** 0.5
 
 
-def _denoise(model: Denoiser, x: Tensor, schedule: NoiseSchedule, sigma: float) -> Tensor:
-    """Karras et al.'s denoiser D(x̃; σ) = x̃ - σ·ε̂(x̃·√ᾱ, t) from an ε-model: their Table 1,
-    VP column (c_skip = 1, c_out = -σ, c_in = 1/√(σ² + 1))."""
+def denoise(model: Denoiser, x: Tensor, schedule: NoiseSchedule, sigma: float) -> Tensor:
+    """Karras et al.'s denoiser D(x̃; σ) = x̃ - σ·ε̂(x̃·√ᾱ, t) from an ε-model, on the σ-space
+    state x̃ = x_t/√ᾱ: their Table 1, VP column (c_skip = 1, c_out = -σ, c_in = 1/√(σ² + 1))."""
     return x - sigma * _eps(model, _vp(x, sigma), schedule, sigma)
+
+
+def ddim_step(
+    model: Denoiser,
+    x_t: Tensor,
+    schedule: NoiseSchedule,
+    sigma: float,
+    sigma_next: float,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One DDIM update (Song et al. 2021, arXiv:2010.02502, eq. 12) of the VP state x_t from
+    noise level σ to σ_next, either way; returns (x_next, x̂0). η scales the fresh noise σ_t(η)
+    of eq. 16 (0: deterministic; 1: DDPM's posterior noise)."""
+    ab_t, ab_s = _alpha_bar(sigma), _alpha_bar(sigma_next)
+    eps = _eps(model, x_t, schedule, sigma)
+    x0_hat = x0_from_eps(x_t, eps, x_t.new_tensor(ab_t))  # eq. 12, "predicted x0"
+    sigma_eta = eta * ((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)) ** 0.5 if eta else 0.0  # eq. 16
+    direction = max(1 - ab_s - sigma_eta**2, 0.0) ** 0.5 * eps  # eq. 12, "direction pointing to x_t"
+    x_next = ab_s**0.5 * x0_hat + direction  # eq. 12
+    if eta:
+        x_next = x_next + sigma_eta * _noise(x_t, generator)  # eq. 12, "random noise"
+    return x_next, x0_hat
 
 
 def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -222,35 +255,29 @@ def ddpm(
     model: Denoiser,
     x_T: Tensor,
     schedule: NoiseSchedule,
-    steps: int | None = None,
-    spacing: str = "trailing",
+    sigmas: Sequence[float],
+    *,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
-    strength: float = 1.0,
 ) -> Tensor:
     """Ancestral sampling: Ho et al. 2020, Algorithm 2.
 
-    With fewer steps than T, it jumps between the visited levels t → s using the
-    respaced schedule of Nichol & Dhariwal 2021 (arXiv:2102.09672, §4):
-    α = ᾱ_t/ᾱ_s, β = 1 - α. The added noise has the posterior variance β̃ (eq. 7 of Ho et
-    al.), which is 0 on the last step, so the final sample is noise-free.
+    Between the visited levels t → s it uses the respaced schedule of Nichol & Dhariwal 2021
+    (arXiv:2102.09672, §4): α = ᾱ_t/ᾱ_s, β = 1 - α. The added noise has the posterior
+    variance β̃ (eq. 7 of Ho et al.), which is 0 on the last step, so the final sample is
+    noise-free. With all T levels (`noise_levels(schedule, schedule.T)`) it is Algorithm 2 itself.
 
     Args:
         model:     ε-predictor, model(x_t, t) with t a float tensor of shape (B,)
-        x_T:       starting noise, shape (B, …)
+        x_T:       starting noise, shape (B, …), at the level sigmas[0]
         schedule:  the schedule the model was trained with
-        steps:     how many noise levels to visit (default: all T)
-        spacing:   how to choose them: "linspace", "leading", "trailing" or "karras"
+        sigmas:    the noise levels to visit, σ_0 > … > σ_N = 0 (`noise_levels`)
         generator: random source for the noise added at each step (reproducibility)
         callback:  called with a `Step` after every step
-        strength:  SDEdit: visit only the last round(strength·steps) levels, x_T being the
-                   image noised to the first of them (`minidiff.edit.img2img` does this);
-                   1 (default) visits all of them, from pure noise
     """
     check_finite("x_T", x_T)
-    sigmas = noise_levels(schedule, schedule.T if steps is None else steps, spacing, strength)
     x = x_T
-    for i, (sigma, sigma_next) in enumerate(pairwise(sigmas)):
+    for i, (sigma, sigma_next) in enumerate(pairwise(check_sigmas(sigmas))):
         ab_t, ab_s = _alpha_bar(sigma), _alpha_bar(sigma_next)  # ᾱ_s = 1 after the last step
         alpha, beta = ab_t / ab_s, 1 - ab_t / ab_s
         eps = _eps(model, x, schedule, sigma)
@@ -269,14 +296,14 @@ def ddim(
     model: Denoiser,
     x_T: Tensor,
     schedule: NoiseSchedule,
-    steps: int = 50,
-    spacing: str = "trailing",
+    sigmas: Sequence[float],
+    *,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
     eta: float = 0.0,
-    strength: float = 1.0,
 ) -> Tensor:
-    """DDIM: Song et al. 2021 (arXiv:2010.02502), eq. 12 with the noise σ_t(η) of eq. 16.
+    """DDIM: Song et al. 2021 (arXiv:2010.02502), eq. 12 with the noise σ_t(η) of eq. 16,
+    one `ddim_step` from each noise level to the next.
 
     η = 0 adds no noise: the sampler is deterministic, a map from x_T to x0 (in x̃ = x_t/√ᾱ
     it is Euler's method on the probability-flow ODE, §4.3 — the same steps as `euler`).
@@ -287,8 +314,13 @@ def ddim(
     """
     check_finite("x_T", x_T)
     _check_eta(eta)
-    sigmas = noise_levels(schedule, steps, spacing, strength)
-    return _ddim_steps(model, x_T, schedule, sigmas, eta, generator, callback)
+    x = x_T
+    for i, (sigma, sigma_next) in enumerate(pairwise(check_sigmas(sigmas))):
+        x_next, x0_hat = ddim_step(model, x, schedule, sigma, sigma_next, eta, generator)
+        if callback:
+            callback(Step(i, _t(schedule, sigma), x, x0_hat, x_next))
+        x = x_next
+    return x
 
 
 @torch.no_grad()
@@ -296,41 +328,22 @@ def ddim_invert(
     model: Denoiser,
     x0: Tensor,
     schedule: NoiseSchedule,
-    steps: int = 50,
-    spacing: str = "trailing",
+    sigmas: Sequence[float],
+    *,
     callback: Callback | None = None,
 ) -> Tensor:
-    """DDIM inversion, x0 → x_T: run DDIM's η = 0 update (the probability-flow ODE) with
-    the noise levels in increasing order (Song et al. 2021, §4.3 and §5.4).
+    """DDIM inversion, x0 → x_T: DDIM's η = 0 update (the probability-flow ODE) walking the
+    noise levels `sigmas` backwards, from σ = 0 up to σ_0 (Song et al. 2021, §4.3 and §5.4).
 
-    Each step uses ε̂ at the level it starts from, so with the same `steps` and `spacing`,
-    `ddim(model, ddim_invert(model, x0, …), …)` returns x0 up to an error that shrinks
-    like 1/steps. The first step starts from clean data (σ = 0); the model is asked at
-    t = 0, the least noisy level it knows.
+    Each step uses ε̂ at the level it starts from, so with the same `sigmas`,
+    `ddim(model, ddim_invert(model, x0, schedule, sigmas), schedule, sigmas)` returns x0 up
+    to an error that shrinks like 1/steps. The first step starts from clean data (σ = 0);
+    the model is asked at t = 0, the least noisy level it knows.
     """
     check_finite("x0", x0)
-    return _ddim_steps(model, x0, schedule, noise_levels(schedule, steps, spacing)[::-1], 0.0, None, callback)
-
-
-def _ddim_steps(
-    model: Denoiser,
-    x: Tensor,
-    schedule: NoiseSchedule,
-    sigmas: list[float],
-    eta: float,
-    generator: torch.Generator | None,
-    callback: Callback | None,
-) -> Tensor:
-    """DDIM's update (eq. 12) from each noise level in `sigmas` to the next, either way."""
-    for i, (sigma, sigma_next) in enumerate(pairwise(sigmas)):
-        ab_t, ab_s = _alpha_bar(sigma), _alpha_bar(sigma_next)
-        eps = _eps(model, x, schedule, sigma)
-        x0_hat = x0_from_eps(x, eps, x.new_tensor(ab_t))  # eq. 12, "predicted x0"
-        sigma_eta = eta * ((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)) ** 0.5 if eta else 0.0  # eq. 16
-        direction = max(1 - ab_s - sigma_eta**2, 0.0) ** 0.5 * eps  # eq. 12, "direction pointing to x_t"
-        x_next = ab_s**0.5 * x0_hat + direction  # eq. 12
-        if eta:
-            x_next = x_next + sigma_eta * _noise(x, generator)  # eq. 12, "random noise"
+    x = x0
+    for i, (sigma, sigma_next) in enumerate(pairwise(check_sigmas(sigmas)[::-1])):
+        x_next, x0_hat = ddim_step(model, x, schedule, sigma, sigma_next)
         if callback:
             callback(Step(i, _t(schedule, sigma), x, x0_hat, x_next))
         x = x_next
@@ -343,11 +356,10 @@ def euler(
     model: Denoiser,
     x_T: Tensor,
     schedule: NoiseSchedule,
-    steps: int = 50,
-    spacing: str = "trailing",
+    sigmas: Sequence[float],
+    *,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
-    strength: float = 1.0,
 ) -> Tensor:
     """Euler's method on the probability-flow ODE dx̃/dσ = (x̃ - D(x̃; σ))/σ: Karras et al.
     2022 (arXiv:2206.00364), Algorithm 1 without its second-order correction (lines 6–8).
@@ -356,10 +368,10 @@ def euler(
     accepted for a common signature and not used. Args as `ddpm`.
     """
     check_finite("x_T", x_T)
-    sigmas = noise_levels(schedule, steps, spacing, strength)
+    sigmas = check_sigmas(sigmas)
     x = _start(x_T, sigmas)
     for i, (sigma, sigma_next) in enumerate(pairwise(sigmas)):
-        x0_hat = _denoise(model, x, schedule, sigma)
+        x0_hat = denoise(model, x, schedule, sigma)
         d = (x - x0_hat) / sigma  # Algorithm 1, line 4: dx̃/dσ
         x_next = x + (sigma_next - sigma) * d  # line 5: Euler step from σ to σ_next
         _report(callback, i, schedule, (sigma, sigma_next), x, x0_hat, x_next)
@@ -372,11 +384,10 @@ def heun(
     model: Denoiser,
     x_T: Tensor,
     schedule: NoiseSchedule,
-    steps: int = 50,
-    spacing: str = "trailing",
+    sigmas: Sequence[float],
+    *,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
-    strength: float = 1.0,
 ) -> Tensor:
     """Heun's method on the probability-flow ODE: Karras et al. 2022 (arXiv:2206.00364),
     Algorithm 1. An Euler step, then a correction with the slope at its end point.
@@ -389,14 +400,14 @@ def heun(
     Args as `ddpm`.
     """
     check_finite("x_T", x_T)
-    sigmas = noise_levels(schedule, steps, spacing, strength)
+    sigmas = check_sigmas(sigmas)
     x = _start(x_T, sigmas)
     for i, (sigma, sigma_next) in enumerate(pairwise(sigmas)):
-        x0_hat = _denoise(model, x, schedule, sigma)
+        x0_hat = denoise(model, x, schedule, sigma)
         d = (x - x0_hat) / sigma  # Algorithm 1, line 4
         x_next = x + (sigma_next - sigma) * d  # line 5: Euler step
         if sigma_next > 0:  # line 6
-            d_next = (x_next - _denoise(model, x_next, schedule, sigma_next)) / sigma_next  # line 7
+            d_next = (x_next - denoise(model, x_next, schedule, sigma_next)) / sigma_next  # line 7
             x_next = x + (sigma_next - sigma) * (d + d_next) / 2  # line 8: apply 2nd order correction
         _report(callback, i, schedule, (sigma, sigma_next), x, x0_hat, x_next)
         x = x_next
@@ -408,12 +419,11 @@ def euler_ancestral(
     model: Denoiser,
     x_T: Tensor,
     schedule: NoiseSchedule,
-    steps: int = 50,
-    spacing: str = "trailing",
+    sigmas: Sequence[float],
+    *,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
     eta: float = 1.0,
-    strength: float = 1.0,
 ) -> Tensor:
     """Ancestral sampling written as an Euler step in σ (the form popularised by
     k-diffusion): step down to σ_down, then add fresh noise of size σ_up, where
@@ -429,10 +439,10 @@ def euler_ancestral(
     """
     check_finite("x_T", x_T)
     _check_eta(eta)
-    sigmas = noise_levels(schedule, steps, spacing, strength)
+    sigmas = check_sigmas(sigmas)
     x = _start(x_T, sigmas)
     for i, (sigma, sigma_next) in enumerate(pairwise(sigmas)):
-        x0_hat = _denoise(model, x, schedule, sigma)
+        x0_hat = denoise(model, x, schedule, sigma)
         sigma_up = eta * sigma_next * (sigma**2 - sigma_next**2) ** 0.5 / sigma  # fresh noise
         sigma_down = max(sigma_next**2 - sigma_up**2, 0.0) ** 0.5  # where the Euler part lands (max: rounding)
         d = (x - x0_hat) / sigma  # dx̃/dσ
@@ -447,11 +457,10 @@ def dpmpp_2m(
     model: Denoiser,
     x_T: Tensor,
     schedule: NoiseSchedule,
-    steps: int = 50,
-    spacing: str = "trailing",
+    sigmas: Sequence[float],
+    *,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
-    strength: float = 1.0,
 ) -> Tensor:
     """DPM-Solver++(2M): Lu et al. 2022 (arXiv:2211.01095), Algorithm 2.
 
@@ -464,11 +473,11 @@ def dpmpp_2m(
     is accepted for a common signature and not used. Args as `ddpm`.
     """
     check_finite("x_T", x_T)
-    sigmas = noise_levels(schedule, steps, spacing, strength)
+    sigmas = check_sigmas(sigmas)
     x = _start(x_T, sigmas)
     x0_prev, h_prev = None, 0.0
     for i, (sigma, sigma_next) in enumerate(pairwise(sigmas)):
-        x0_hat = _denoise(model, x, schedule, sigma)
+        x0_hat = denoise(model, x, schedule, sigma)
         h = math.log(sigma / sigma_next) if sigma_next > 0 else math.inf  # h_i = λ_{t_i} - λ_{t_{i-1}}
         D = x0_hat
         if x0_prev is not None and sigma_next > 0:
@@ -497,14 +506,16 @@ def sample(
     schedule: NoiseSchedule,
     sampler: str = "ddim",
     steps: int = 50,
+    spacing: str = "trailing",
     **kwargs,
 ) -> Tensor:
-    """Draw samples x0 from noise x_T with the sampler called `sampler` (a key of SAMPLERS).
+    """Draw samples x0 from noise x_T with the sampler called `sampler` (a key of SAMPLERS),
+    over the `steps` noise levels `noise_levels(schedule, steps, spacing)`.
 
-    Every sampler takes the same arguments (see `ddpm`): `spacing`, `generator`,
-    `callback`, `strength`; `ddim` and `euler_ancestral` also take `eta`. For example
+    Every sampler takes `generator` and `callback`; `ddim` and `euler_ancestral` also take
+    `eta`. For example
 
         sample(model, torch.randn(64, 2), schedule, "dpmpp_2m", steps=20, spacing="karras")
     """
     check_choice("sampler", sampler, tuple(SAMPLERS))
-    return SAMPLERS[sampler](model, x_T, schedule, steps, **kwargs)
+    return SAMPLERS[sampler](model, x_T, schedule, noise_levels(schedule, steps, spacing), **kwargs)

@@ -1,26 +1,30 @@
-"""Training a denoiser: Ho et al. 2020's Algorithm 1, plus the engineering that makes it work.
+"""The training engine: one loop for every kind of training, the loss left to an *objective*.
 
     repeat
-        x0 ~ q(x0)                                  a random batch of the data
-        t ~ Uniform({0, …, T-1}),  ε ~ N(0, I)
-        gradient step on ‖ε - ε_θ(√ᾱ_t·x0 + √(1-ᾱ_t)·ε, t)‖²      (`diffusion_loss`)
-    until converged
+        batch ~ data                                  a random batch: (x,) or (x, y)
+        loss = objective(model, batch, generator)     e.g. Ho et al. 2020's ‖ε - ε_θ(x_t, t)‖²
+        gradient step on loss
+    until config.steps
 
-`train` adds, around that loop:
+What an objective is: `minidiff.objective.Objective`. The diffusion objective is
+`minidiff.forward.DiffusionObjective`, the VAE's `minidiff.nn.vae.VAEObjective`, the
+classifier's `minidiff.classifier.ClassifierObjective`. Around the loop, written once here:
 
-    AdamW with a linear warm-up      the learning rate rises from 0 over the first steps
+    AdamW with a warm-up             the learning rate rises from 0 over the first steps (or
+                                     follows a one-cycle schedule, `TrainConfig.lr_schedule`)
     gradient clipping                one unlucky batch cannot throw the weights far
     EMA weights                      θ_ema ← decay·θ_ema + (1-decay)·θ; samples use θ_ema
     checkpoints                      written atomically; `resume=True` continues the same run,
-                                     with the same batches and noise, to the same weights
-    labels (optional)                for conditional models, the condition y of each sample
-                                     (class labels, or a caption's token ids): each is replaced
-                                     by the null condition ∅ with probability p_uncond, so that one
-                                     network learns both models classifier-free guidance needs
+                                     with the same batches and noise, to the same weights bit for bit
+    the same-run check               a resume refuses another config, objective or data
+    a non-finite stop                a loss, gradient or weight that stops being finite ends the
+                                     run with an error naming the last good checkpoint
+    callbacks                        called after every step with (step, loss, ema): live plots,
+                                     sample grids (`minidiff.generate.SampleGrids`)
 
 A run in `out_dir` leaves there: `last.safetensors` (every `checkpoint_every` steps: the EMA
-model plus the full training state), `model.safetensors` (at the end: the EMA model alone,
-what `python -m minidiff sample` and shipped weights use) and, if asked, `samples_<step>.png`.
+model plus the full training state) and `model.safetensors` (at the end: the EMA model alone,
+what `python -m minidiff sample` and shipped weights use).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -37,15 +41,13 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from minidiff._checks import check_choice, check_finite
+from minidiff._checks import check_choice
 from minidiff.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from minidiff.forward import PREDICTIONS, as_eps_model, diffusion_loss
-from minidiff.samplers import sample
-from minidiff.schedules import NoiseSchedule
+from minidiff.objective import Objective
 
 CHECKPOINT = "last.safetensors"  # the full state of a run, for resume
 MODEL = "model.safetensors"  # the EMA model alone, written when the run ends
-SAMPLE_STEPS = 50  # DDIM steps for the sample grids drawn during training
+LR_SCHEDULES = ("constant", "one_cycle")
 
 Callback = Callable[[int, float, nn.Module], None]  # callback(step, loss, ema_model)
 
@@ -56,34 +58,37 @@ class TrainConfig:
 
     steps: int = 2000  # optimizer steps in the whole run
     batch_size: int = 64
-    lr: float = 1e-3  # AdamW's learning rate after the warm-up
+    lr: float = 1e-3  # AdamW's learning rate after the warm-up (the peak, for one_cycle)
     warmup: int = 100  # steps over which the learning rate rises linearly from 0 to lr
-    grad_clip: float = 1.0  # the gradient's norm is clipped to this
-    ema_decay: float = 0.999  # decay of the EMA weights (with a warm-up, see `ema_decay_at`)
-    prediction: str = "eps"  # what the network learns to predict: "eps", "x0" or "v"
-    p_uncond: float = 0.0  # with labels: probability of training a sample with the null label
-    seed: int = 0  # seeds the batches, t, ε and torch's global RNG (dropout)
+    lr_schedule: str = "constant"  # after the warm-up: "constant", or "one_cycle" (see `lr_at`)
+    weight_decay: float = 0.01  # AdamW's decoupled weight decay
+    grad_clip: float | None = 1.0  # the gradient's norm is clipped to this (None: not clipped)
+    ema_decay: float = 0.999  # decay of the EMA weights (with a warm-up, see `ema_decay_at`); 0: no averaging
+    seed: int = 0  # seeds the batches, the objective's noise and torch's global RNG (dropout)
     checkpoint_every: int = 500  # with out_dir: write last.safetensors every this many steps and at the end
-    sample_every: int = 0  # with out_dir: save a grid of EMA samples every this many steps (0: never)
-    n_samples: int = 64  # samples in that grid
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "checkpoint_every", "n_samples", "warmup", "sample_every"):
-            value, least = getattr(self, name), 0 if name in ("warmup", "sample_every") else 1
-            if not isinstance(value, int) or value < least:
+        for name in ("steps", "batch_size", "checkpoint_every", "warmup", "seed"):
+            value, least = getattr(self, name), 0 if name in ("warmup", "seed") else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
-        for name in ("lr", "grad_clip"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        for name in ("lr", "weight_decay", "grad_clip", "ema_decay"):
+            value = getattr(self, name)
+            if not (value is None and name == "grad_clip") and not _is_finite_number(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if not self.lr > 0 or (self.grad_clip is not None and not self.grad_clip > 0):
+            raise ValueError(f"lr and grad_clip must be positive, got lr={self.lr!r}, grad_clip={self.grad_clip!r}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
-        if not 0 <= self.p_uncond < 1:
-            raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond!r}")
-        check_choice("prediction", self.prediction, PREDICTIONS)
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+
+
+def _is_finite_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # Settings a resumed run may change: they do not change the weights it ends with.
-RESUMABLE_CHANGES = ("steps", "checkpoint_every", "sample_every", "n_samples")
+RESUMABLE_CHANGES = ("steps", "checkpoint_every")
 
 
 class TrainResult(NamedTuple):
@@ -94,8 +99,33 @@ class TrainResult(NamedTuple):
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
-    """Learning rate of step `step` (1, 2, …): lr·step/warmup during the warm-up, then lr."""
+    """Learning rate of step `step` (1, 2, …).
+
+    "constant": lr·step/warmup during the warm-up, then lr.
+    "one_cycle": the one-cycle policy (Smith & Topin 2019) as `torch.optim.lr_scheduler.OneCycleLR`
+    computes it with its defaults: over the first 30% of the steps, a cosine rise from lr/25
+    to lr; then a cosine fall to lr/25/10⁴ (warmup is not used)."""
+    if config.lr_schedule == "one_cycle":
+        return _one_cycle(step, config.steps, config.lr / 25, config.lr, config.lr / 25 / 1e4)
     return config.lr * min(1.0, step / config.warmup) if config.warmup else config.lr
+
+
+def beta1_at(step: int, config: TrainConfig) -> float:
+    """AdamW's β1 at step `step`: 0.9, or for "one_cycle" the momentum cycle that goes
+    against the learning rate's (0.95 → 0.85 → 0.95), as OneCycleLR does."""
+    return _one_cycle(step, config.steps, 0.95, 0.85, 0.95) if config.lr_schedule == "one_cycle" else 0.9
+
+
+def _one_cycle(step: int, total: int, start: float, peak: float, end: float) -> float:
+    """Cosine from start to peak over steps 1 … 0.3·total, then from peak to end (OneCycleLR's phases)."""
+    s, rise = step - 1, 0.3 * total - 1  # OneCycleLR counts from 0; its first phase ends at step 0.3·total - 1
+    if s <= rise:
+        return _cosine(start, peak, s / rise)
+    return _cosine(peak, end, (s - rise) / (total - 1 - rise))
+
+
+def _cosine(start: float, end: float, pct: float) -> float:
+    return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)  # start at pct 0, end at pct 1
 
 
 def ema_decay_at(step: int, decay: float) -> float:
@@ -118,118 +148,152 @@ class _Run:
     """A training run: what it trains on and everything that changes as it goes. Saving the
     second part (weights, EMA, optimizer, random generator, losses) makes it resumable."""
 
-    schedule: NoiseSchedule
+    objective: Objective
     config: TrainConfig
-    sample_shape: tuple[int, ...]  # one sample: (C, H, W) or (D,)
-    data_id: dict  # size and hash of the data, so a resume can check it trains on the same
+    data: tuple[Tensor, ...]  # (x,) or (x, y), on the model's device
+    data_id: dict  # size and hash of every data tensor, so a resume can check it trains on the same
     model: nn.Module
     ema: nn.Module
     optimizer: torch.optim.Optimizer
-    generator: torch.Generator  # draws the batches, the labels dropped, t and ε
+    generator: torch.Generator  # draws the batches and the objective's randomness
     losses: list[tuple[int, float]]
+    terms: dict[str, list[float]]  # the objective's logged terms, one value per step
 
     @property
     def step(self) -> int:
         return len(self.losses)  # steps done
 
+    def meta(self) -> dict:
+        return {
+            "train": asdict(self.config),
+            "objective": self.objective.describe(),
+            "data": self.data_id,
+            "losses": self.losses,
+            "terms": self.terms,
+        }
+
+    def save(self, path: Path, meta: dict | None = None, state: bool = True) -> None:
+        """Write the EMA model, and with `state` everything a resume needs, to `path`."""
+        extra = {}
+        if state:
+            extra = {f"raw.{k}": v for k, v in self.model.state_dict().items()}
+            for i, s in self.optimizer.state_dict()["state"].items():
+                extra |= {f"optimizer.{i}.{k}": v for k, v in s.items()}  # AdamW's step, exp_avg, exp_avg_sq
+            extra |= {"rng.batches": self.generator.get_state(), "rng.torch": torch.get_rng_state()}
+        shape = tuple(self.data[0].shape[1:])
+        fields = self.objective.checkpoint_fields()
+        save_checkpoint(path, self.ema, sample_shape=shape, step=self.step, meta=meta or self.meta(), extra=extra,
+                        **fields)
+
 
 def train(
     model: nn.Module,
-    data: Tensor,
-    schedule: NoiseSchedule,
+    data: Tensor | Sequence[Tensor],
+    objective: Objective,
     config: TrainConfig | None = None,
     *,
-    labels: Tensor | None = None,
     out_dir: str | Path | None = None,
     resume: bool = False,
-    callback: Callback | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> TrainResult:
-    """Train `model` (in place) to denoise `data`; return its EMA copy and the loss history.
+    """Train `model` (in place) on `data` with `objective`; return its EMA copy and the loss history.
 
     Args:
-        model:    a denoiser model(x_t, t), e.g. `UNet` or `MLPDenoiser`; it sets the device
-        data:     the whole training set in memory, (N, C, H, W) images or (N, D) points
-        schedule: the noise schedule to train with
-        config:   steps, batch size, learning rate, EMA, … (`TrainConfig()` if None)
-        labels:   the condition y of each sample for a conditional model: class labels (N,)
-                  for a `UNet` with num_classes, token ids (N, L) for a `TextUNet`
-        out_dir:  folder for checkpoints and sample grids; None keeps everything in memory
-        resume:   continue the run saved in out_dir (up to config.steps) instead of starting
-        callback: called after every step as callback(step, loss, ema_model), e.g. to plot
-    Raises FloatingPointError if the loss or the gradient stops being finite; the last
-    checkpoint written stays as it was.
+        model:     the network to train, e.g. a `UNet`, a `VAE`; it sets the device
+        data:      the whole training set in memory: a tensor x (N, …), or a sequence (x, y) of
+                   tensors with N rows each (y: the condition of each sample, e.g. class labels)
+        objective: turns (model, batch, generator) into the loss, e.g. `DiffusionObjective(schedule)`
+        config:    steps, batch size, learning rate, EMA, … (`TrainConfig()` if None)
+        out_dir:   folder for checkpoints; None keeps everything in memory
+        resume:    continue the run saved in out_dir (up to config.steps) instead of starting
+        callbacks: each called after every step as callback(step, loss, ema_model)
+    Raises FloatingPointError if the loss, the gradient or the weights stop being finite; the
+    last checkpoint written stays as it was, and the error names it.
     """
     config = config or TrainConfig()
-    _check_inputs(model, data, labels)
+    data = _as_data(data)
+    objective.check(model, data)
     if resume and out_dir is None:
         raise ValueError("resume=True needs out_dir, the folder of the run to continue")
     out_dir = Path(out_dir) if out_dir is not None else None
     p = next(model.parameters())
-    data = data.to(p)  # (N, …) on the model's device, in its dtype
-    labels = labels.to(p.device) if labels is not None else None
+    data = tuple(x.to(p) if x.is_floating_point() else x.to(p.device) for x in data)  # on the model's device
     run = _Run(
-        schedule,
+        objective,
         config,
-        tuple(data.shape[1:]),
-        _data_id(data, labels),
+        data,
+        _data_id(data),
         model,
         ema=copy.deepcopy(model).requires_grad_(False).eval(),
-        optimizer=torch.optim.AdamW(model.parameters(), lr=config.lr),
+        optimizer=torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay),
         generator=torch.Generator(p.device).manual_seed(config.seed),
         losses=[],
+        terms={},
     )
     saved = _start(run, out_dir, resume)
     model.train()
     bar = tqdm(range(run.step + 1, config.steps + 1), initial=run.step, total=config.steps, desc="train")
     for step in bar:  # step = 1, 2, …: the number of the optimizer update
         try:
-            loss = _train_step(run, data, labels, step)
+            loss = _train_step(run, step)
         except FloatingPointError as error:
             raise FloatingPointError(f"{error}; {_last_good(out_dir, saved)}") from None
         run.losses.append((step, loss))
+        for name, value in objective.terms().items():
+            run.terms.setdefault(name, []).append(value)
         recent = [l for _, l in run.losses[-100:]]
         bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", refresh=False)  # running mean
-        if callback is not None:
+        for callback in callbacks:
             callback(step, loss, run.ema)
         if out_dir is not None and (step % config.checkpoint_every == 0 or step == config.steps):
-            _save(run, out_dir / CHECKPOINT)
+            run.save(out_dir / CHECKPOINT)
             saved = step
-        if out_dir is not None and config.sample_every and step % config.sample_every == 0:
-            save_samples(_draw_samples(run), out_dir / f"samples_{step:06d}.png")
+    info = objective.finish(run.ema, data)
     if out_dir is not None:
-        save_checkpoint(out_dir / MODEL, run.ema, schedule, run.sample_shape, config.prediction, run.step, _meta(run))
+        run.save(out_dir / MODEL, run.meta() | info, state=False)
     return TrainResult(run.ema, run.losses)
 
 
-def _train_step(run: _Run, data: Tensor, labels: Tensor | None, step: int) -> float:
-    """One step of Algorithm 1 with AdamW, warm-up, clipping and EMA. Returns the loss."""
+def _as_data(data: Tensor | Sequence[Tensor]) -> tuple[Tensor, ...]:
+    """data as a tuple (x,) or (x, y, …) of tensors with the same number N >= 1 of rows; x finite."""
+    data = (data,) if torch.is_tensor(data) else tuple(data)
+    if not data or not all(torch.is_tensor(d) for d in data):
+        raise TypeError("data must be a tensor x (N, …) or a sequence (x, y) of tensors")
+    x = data[0]
+    if not x.is_floating_point() or x.ndim < 2 or len(x) == 0:
+        raise ValueError(f"data must be floating-point of shape (N, …) with N >= 1 samples, got {x.dtype} {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("data contains NaN or infinite values")
+    if any(len(d) != len(x) for d in data[1:]):
+        raise ValueError(f"every data tensor must have one row per sample ({len(x)}), got {[len(d) for d in data]}")
+    return data
+
+
+def _train_step(run: _Run, step: int) -> float:
+    """One step: a random batch, the objective's loss, AdamW with warm-up and clipping, EMA.
+    Returns the loss; raises FloatingPointError before the update if anything is not finite."""
     config, g = run.config, run.generator
-    i = torch.randint(len(data), (config.batch_size,), generator=g, device=g.device)  # (B,)
-    x0 = data[i]  # x0 ~ q(x0), (B, …)
-    model = run.model if labels is None else _with_labels(run.model, labels[i], config.p_uncond, g)
-    loss = diffusion_loss(model, x0, schedule=run.schedule, prediction=config.prediction, generator=g)
+    i = torch.randint(len(run.data[0]), (config.batch_size,), generator=g, device=g.device)  # (B,)
+    loss = run.objective(run.model, tuple(x[i] for x in run.data), g)
     if not math.isfinite(loss.item()):
         raise FloatingPointError(f"loss became {loss.item()} at step {step}")
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    grad_norm = nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip)
+    params = [p for p in run.model.parameters() if p.requires_grad]
+    if config.grad_clip is None:
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    else:
+        grad_norm = nn.utils.clip_grad_norm_(params, config.grad_clip)
     if not math.isfinite(grad_norm.item()):
         raise FloatingPointError(f"the gradient's norm became {grad_norm.item()} at step {step}")
     for group in run.optimizer.param_groups:
         group["lr"] = lr_at(step, config)
+        group["betas"] = (beta1_at(step, config), group["betas"][1])
     run.optimizer.step()
+    if not all(bool(torch.isfinite(p).all()) for p in params):
+        raise FloatingPointError(f"the weights became non-finite at step {step} (learning rate {lr_at(step, config)})")
     ema_update(run.ema, run.model, ema_decay_at(step, config.ema_decay))
     return loss.item()
-
-
-def _with_labels(model: nn.Module, y: Tensor, p_uncond: float, g: torch.Generator) -> Callable:
-    """The denoiser (x_t, t) ↦ model(x_t, t, y), each sample's condition replaced by the null
-    condition ∅ with probability p_uncond (Ho & Salimans 2022, Algorithm 1)."""
-    if p_uncond > 0:
-        drop = torch.rand(len(y), generator=g, device=y.device) < p_uncond  # (B,)
-        drop = drop.reshape(-1, *([1] * (y.ndim - 1)))  # (B, 1, …) against y's (B, …)
-        y = torch.where(drop, model.null_condition(y), y)
-    return lambda x_t, t: model(x_t, t, y)
 
 
 def _start(run: _Run, out_dir: Path | None, resume: bool) -> int | None:
@@ -254,28 +318,14 @@ def _last_good(out_dir: Path | None, saved: int | None) -> str:
     return f"the last good checkpoint is {out_dir / CHECKPOINT} (step {saved})"
 
 
-def _meta(run: _Run) -> dict:
-    return {"train": asdict(run.config), "data": run.data_id, "losses": run.losses}
-
-
-def _save(run: _Run, path: Path) -> None:
-    """Write the EMA model and everything a resume needs to `path`."""
-    extra = {f"raw.{k}": v for k, v in run.model.state_dict().items()}
-    for i, state in run.optimizer.state_dict()["state"].items():
-        extra |= {f"optimizer.{i}.{k}": v for k, v in state.items()}  # AdamW's step, exp_avg, exp_avg_sq
-    extra |= {"rng.batches": run.generator.get_state(), "rng.torch": torch.get_rng_state()}
-    c = run.config
-    save_checkpoint(path, run.ema, run.schedule, run.sample_shape, c.prediction, run.step, _meta(run), extra)
-
-
 def _restore(run: _Run, path: Path) -> None:
-    """Load a run saved by `_save`, after checking that it is the same run."""
+    """Load a run saved by `_Run.save`, after checking that it is the same run."""
     if not path.is_file():
         raise FileNotFoundError(f"nothing to resume: no checkpoint at {path}")
     ckpt = load_checkpoint(path, model=run.ema)  # checks the model's class and config
     if "rng.batches" not in ckpt.extra:
         raise CheckpointError(f"{path} holds a model but no training state, so a run cannot resume from it")
-    _check_same_run(path, ckpt.meta, ckpt.schedule, run)
+    _check_same_run(path, ckpt.meta, run)
     if ckpt.step > run.config.steps:
         raise ValueError(f"steps={run.config.steps}, but the run in {path} is already at step {ckpt.step}")
     run.model.load_state_dict({k.removeprefix("raw."): v for k, v in ckpt.extra.items() if k.startswith("raw.")})
@@ -288,86 +338,28 @@ def _restore(run: _Run, path: Path) -> None:
     run.generator.set_state(ckpt.extra["rng.batches"])
     torch.set_rng_state(ckpt.extra["rng.torch"])
     run.losses[:] = [(step, loss) for step, loss in ckpt.meta["losses"]]
+    run.terms.update(ckpt.meta["terms"])
 
 
-def _check_same_run(path: Path, meta: dict, schedule: NoiseSchedule, run: _Run) -> None:
+def _check_same_run(path: Path, meta: dict, run: _Run) -> None:
     """Raise CheckpointError naming every setting in which the saved run differs from `run`."""
-    saved, ours = meta["train"], asdict(run.config)
+    saved, ours = meta.get("train", {}), asdict(run.config)
     differences = [
         f"{k}: checkpoint {saved.get(k)!r}, now {v!r}"
         for k, v in ours.items()
         if k not in RESUMABLE_CHANGES and saved.get(k) != v
     ]
-    if not torch.equal(schedule.betas, run.schedule.betas):
-        differences.append(f"schedule: checkpoint {schedule!r}, now {run.schedule!r}")
-    if meta["data"] != run.data_id:
-        differences.append(f"data: checkpoint {meta['data']}, now {run.data_id}")
+    if meta.get("objective") != run.objective.describe():
+        differences.append(f"objective: checkpoint {meta.get('objective')}, now {run.objective.describe()}")
+    if meta.get("data") != run.data_id:
+        differences.append(f"data: checkpoint {meta.get('data')}, now {run.data_id}")
     if differences:
         raise CheckpointError(f"cannot resume from {path}, it was another run: " + "; ".join(differences))
 
 
-def _data_id(data: Tensor, labels: Tensor | None) -> dict:
-    """The number of samples and a short hash of the data (and labels)."""
+def _data_id(data: tuple[Tensor, ...]) -> dict:
+    """The number of samples and a short hash of every data tensor (conditions included)."""
     h = hashlib.sha256()
-    for x in (data, labels) if labels is not None else (data,):
+    for x in data:
         h.update(x.detach().cpu().contiguous().view(torch.uint8).numpy())
-    return {"n": len(data), "sha256": h.hexdigest()[:16]}
-
-
-def _check_inputs(model: nn.Module, data: Tensor, labels: Tensor | None) -> None:
-    check_finite("data", data)
-    if data.ndim < 2 or len(data) == 0:
-        raise ValueError(f"data must have shape (N, …) with N >= 1 samples, got {tuple(data.shape)}")
-    if labels is None:
-        return
-    if not hasattr(model, "check_condition"):
-        raise ValueError(f"labels given, but a {type(model).__name__} takes no condition")
-    model.check_condition(labels, len(data))  # one condition per sample, each valid for the model
-
-
-# ----- sample grids ----------------------------------------------------------------------------
-def _draw_samples(run: _Run) -> Tensor:
-    """Samples from the EMA model (DDIM), from the same noise every time, so grids compare."""
-    p = next(run.ema.parameters())
-    g = torch.Generator(p.device).manual_seed(run.config.seed)
-    x_T = torch.randn((run.config.n_samples, *run.sample_shape), generator=g, device=p.device, dtype=p.dtype)
-    model = as_eps_model(run.ema, run.schedule, run.config.prediction)
-    return sample(model, x_T, run.schedule, "ddim", steps=min(SAMPLE_STEPS, run.schedule.T))
-
-
-def image_grid(images: Tensor, nrow: int | None = None, pad: int = 1) -> Tensor:
-    """Tile images (B, C, H, W) in [-1, 1] into one (H', W', C) image in [0, 1], nrow per row
-    (default: a square), on a white background."""
-    B, C, H, W = images.shape
-    nrow = nrow or math.ceil(math.sqrt(B))
-    rows = math.ceil(B / nrow)
-    grid = images.new_ones(C, pad + rows * (H + pad), pad + nrow * (W + pad))  # (C, H', W')
-    for i, image in enumerate((images.clamp(-1, 1) + 1) / 2):
-        r, c = divmod(i, nrow)
-        grid[:, pad + r * (H + pad) : (r + 1) * (H + pad), pad + c * (W + pad) : (c + 1) * (W + pad)] = image
-    return grid.permute(1, 2, 0)  # (H', W', C)
-
-
-def save_samples(x: Tensor, path: str | Path) -> Path:
-    """Save samples as a PNG: images (B, 1 or 3, H, W) in [-1, 1] as a grid (enlarged to about
-    512 pixels wide), 2-D points (B, 2) as a scatter plot. Returns the path written."""
-    import matplotlib.image
-    from matplotlib.figure import Figure
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    x = x.detach().float().cpu()
-    if x.ndim == 2 and x.shape[1] == 2:
-        fig = Figure(figsize=(4, 4))
-        ax = fig.subplots()
-        ax.scatter(x[:, 0], x[:, 1], s=3, alpha=0.6)
-        ax.set_aspect("equal")
-        fig.savefig(path, dpi=100)
-    elif x.ndim == 4 and x.shape[1] in (1, 3):
-        grid = image_grid(x)  # (H', W', C)
-        scale = max(1, 512 // grid.shape[1])
-        grid = grid.repeat_interleave(scale, 0).repeat_interleave(scale, 1)  # nearest-neighbour enlargement
-        matplotlib.image.imsave(path, grid.squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
-    else:
-        raise ValueError(f"x must be images (B, 1 or 3, H, W) or 2-D points (B, 2), got shape {tuple(x.shape)}")
-    return path
+    return {"n": len(data[0]), "tensors": len(data), "sha256": h.hexdigest()[:16]}

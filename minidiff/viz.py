@@ -3,11 +3,13 @@ and animations. Every function returns the matplotlib Figure (or widget) it make
 
 from __future__ import annotations
 
+import io
 import math
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib.image
 import matplotlib.pyplot as plt
 import torch
 from matplotlib.animation import FuncAnimation, PillowWriter
@@ -15,6 +17,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from minidiff.data.photo import to_display
+from minidiff.files import write_atomic
 from minidiff.samplers import Trajectory
 from minidiff.schedules import NoiseSchedule
 
@@ -155,10 +158,12 @@ def animate_2d(traj: Trajectory, path: str | None = None, fps: int = 12, frames:
 
     anim = FuncAnimation(fig, frame, frames=len(picks))
     with tempfile.TemporaryDirectory() as tmp:
-        target = Path(path) if path else Path(tmp) / "reverse.gif"
+        target = Path(tmp) / "reverse.gif"
         anim.save(target, writer=PillowWriter(fps=fps))
         data = target.read_bytes()
     plt.close(fig)
+    if path:
+        write_atomic(Path(path), data)
     return Image(data=data, format="gif")
 
 
@@ -182,8 +187,6 @@ def denoising_grid(traj: Trajectory, n_images: int = 4, n_steps: int = 8) -> Fig
 def image_rows(rows: dict[str, Tensor], nrow: int = 16) -> Figure:
     """One row of images per entry of `rows`, {title: images (B, C, H, W) in [-1, 1]}, each
     tiled `nrow` wide and titled on the left: e.g. the same seeds at several guidance scales."""
-    from minidiff.train import image_grid
-
     fig, axes = plt.subplots(
         len(rows),
         1,
@@ -243,3 +246,45 @@ class LiveLoss:
         else:
             self.handle.update(fig)
         plt.close(fig)
+
+
+def image_grid(images: Tensor, nrow: int | None = None, pad: int = 1) -> Tensor:
+    """Tile images (B, C, H, W) in [-1, 1] into one (H', W', C) image in [0, 1], nrow per row
+    (default: a square), on a white background."""
+    B, C, H, W = images.shape
+    nrow = nrow or math.ceil(math.sqrt(B))
+    rows = math.ceil(B / nrow)
+    grid = images.new_ones(C, pad + rows * (H + pad), pad + nrow * (W + pad))  # (C, H', W')
+    for i, image in enumerate((images.clamp(-1, 1) + 1) / 2):
+        r, c = divmod(i, nrow)
+        grid[:, pad + r * (H + pad) : (r + 1) * (H + pad), pad + c * (W + pad) : (c + 1) * (W + pad)] = image
+    return grid.permute(1, 2, 0)  # (H', W', C)
+
+
+IMAGE_FORMATS = ("png", "jpg", "jpeg", "pdf", "svg")  # what `save_samples` writes, by the file's extension
+
+
+def save_samples(x: Tensor, path: str | Path) -> Path:
+    """Save samples as one picture (PNG by default; the extension picks the format among
+    IMAGE_FORMATS): images (B, 1 or 3, H, W) in [-1, 1] as a grid (enlarged to about 512 pixels
+    wide), 2-D points (B, 2) as a scatter plot. Written atomically; returns the path."""
+    path = Path(path)
+    kind = path.suffix.lower().lstrip(".") or "png"
+    if kind not in IMAGE_FORMATS:
+        raise ValueError(f"{path}: unknown picture format {path.suffix!r}; use one of .{', .'.join(IMAGE_FORMATS)}")
+    x = x.detach().float().cpu()
+    buffer = io.BytesIO()
+    if x.ndim == 2 and x.shape[1] == 2:
+        fig = Figure(figsize=(4, 4))
+        ax = fig.subplots()
+        ax.scatter(x[:, 0], x[:, 1], s=3, alpha=0.6)
+        ax.set_aspect("equal")
+        fig.savefig(buffer, format=kind, dpi=100)
+    elif x.ndim == 4 and x.shape[1] in (1, 3):
+        grid = image_grid(x)  # (H', W', C)
+        scale = max(1, 512 // grid.shape[1])
+        grid = grid.repeat_interleave(scale, 0).repeat_interleave(scale, 1)  # nearest-neighbour enlargement
+        matplotlib.image.imsave(buffer, grid.squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1, format=kind)
+    else:
+        raise ValueError(f"x must be images (B, 1 or 3, H, W) or 2-D points (B, 2), got shape {tuple(x.shape)}")
+    return write_atomic(path, buffer.getvalue())

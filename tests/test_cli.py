@@ -10,7 +10,7 @@ import pytest
 
 from minidiff.__main__ import main
 from minidiff.checkpoint import load_checkpoint
-from minidiff.pretrained import WEIGHTS_DIR
+from minidiff.files import WEIGHTS_DIR
 from minidiff.train import CHECKPOINT, MODEL
 
 
@@ -84,8 +84,9 @@ def test_failures_in_a_run_are_reported_cleanly(tmp_path, capsys):
 
 
 def test_sample_conditional_and_latent_shipped_models(tmp_path, capsys):
-    """The shipped conditional models take --label / --prompt with guidance; a latent model's
-    samples are decoded with --vae, and without it the command says so instead of saving latents."""
+    """The shipped conditional models take --label / --prompt with guidance (a text model takes a
+    label as its class's caption); a latent model's samples are decoded by the VAE its checkpoint
+    names. Misuse is refused with a message naming the flag."""
     grid = str(tmp_path / "grid.png")
     common = ["--n", "2", "--steps", "2", "--out", grid, "--device", "cpu"]
     checkpoint = {
@@ -93,19 +94,19 @@ def test_sample_conditional_and_latent_shipped_models(tmp_path, capsys):
     }
     assert main(["sample", "--checkpoint", checkpoint["shapes_class"], "--label", "3", *common]) == 0
     assert main(["sample", "--checkpoint", checkpoint["shapes_text"], "--prompt", "a large red star", *common]) == 0
-    assert (
-        main(["sample", "--checkpoint", checkpoint["shapes_latent"], "--label", "3", "--vae", "vae_shapes", *common])
-        == 0
-    )
-    assert capsys.readouterr().out.count(grid) == 3
+    assert main(["sample", "--checkpoint", checkpoint["shapes_text"], "--label", "3", *common]) == 0
+    assert main(["sample", "--checkpoint", checkpoint["shapes_latent"], "--label", "3", *common]) == 0
+    assert capsys.readouterr().out.count(grid) == 4
     for args, message in [
-        ([checkpoint["shapes_latent"]], "draws 4×8×8 latents, not images: name the VAE that decodes them with --vae"),
-        ([checkpoint["shapes_class"], "--prompt", "a red star"], "takes --label (a class model)"),
-        ([checkpoint["shapes_text"], "--label", "3"], "takes --prompt (a text-conditional model)"),
+        ([checkpoint["shapes_class"], "--prompt", "a red star"], "is class-conditional, it takes a label"),
         ([checkpoint["shapes_class"], "--label", "99"], "labels y must lie in [0, 16]"),
+        ([checkpoint["shapes_class"], "--label", "16"], "label 16 is the null label"),
         ([checkpoint["shapes_text"], "--prompt", "a purple star"], "purple"),
-        ([str(WEIGHTS_DIR / "digits.safetensors"), "--label", "3"], "holds an unconditional model"),
+        ([str(WEIGHTS_DIR / "digits.safetensors"), "--label", "3"], "is unconditional"),
+        ([str(WEIGHTS_DIR / "digits.safetensors"), "--guidance", "5"], "guidance and negative need a label or a prompt"),
+        ([str(WEIGHTS_DIR / "vae_shapes.safetensors")], "generate needs a diffusion model"),
+        ([checkpoint["shapes_class"], "--label", "3", "--out", str(tmp_path / "grid.txt")], "unknown picture format"),
     ]:
-        assert main(["sample", "--checkpoint", *args, *common]) == 2
+        assert main(["sample", *common, "--checkpoint", *args]) == 2  # (args' --out comes last, so it counts)
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, err

@@ -6,7 +6,8 @@ import torch
 
 from minidiff import SAMPLERS, NoiseSchedule, UNet, UNetConfig, sample
 from minidiff.data import GaussianMixture
-from minidiff.guidance import class_condition, classifier_free_guidance
+from minidiff.generate import condition
+from minidiff.guidance import classifier_free_guidance
 from minidiff.nn.text import TextConfig, TextUNet, TextUNetConfig
 
 SCHEDULE = NoiseSchedule.linear(1000)
@@ -100,7 +101,7 @@ def test_stronger_guidance_moves_samples_away_from_the_other_classes():
 def test_text_model_guidance_uses_prompts_and_the_null_prompt():
     unet = UNetConfig(in_channels=3, channels=16, channel_mults=(1, 2), heads=2, context_dim=32)
     net = randomized(TextUNet(TextUNetConfig(unet, TextConfig(dim=32, layers=1))))
-    y = class_condition(net, torch.tensor([0, 5]))
+    y = condition(net, 2, label=torch.tensor([0, 5]))
     assert net.tokenizer.decode(y) == ["a small red circle", "a large green square"]
     x, t = torch.randn(2, 3, 8, 8), torch.tensor([10, 600])
     with torch.no_grad():
@@ -113,12 +114,15 @@ def test_text_model_guidance_uses_prompts_and_the_null_prompt():
 def test_bad_guidance_arguments_are_named():
     net = labelled_unet()
     y = torch.tensor([0, 1])
-    with pytest.raises(ValueError, match="w \\(the guidance scale\\) must be a number"):
+    with pytest.raises(ValueError, match="w \\(the guidance scale\\) must be a finite number"):
         classifier_free_guidance(net, y, net.null_condition(y), w="7.5")
+    for w in (float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="must be a finite number"):
+            classifier_free_guidance(net, y, net.null_condition(y), w=w)
     with pytest.raises(ValueError, match="same shape"):
         classifier_free_guidance(net, y, torch.tensor([4]))
     guided = classifier_free_guidance(net, y, net.null_condition(y), w=2.0)
     with pytest.raises(ValueError, match="y holds 2 conditions, but x_t has a batch of 3"):
         guided(torch.randn(3, 1, 8, 8), torch.zeros(3))
     with pytest.raises(ValueError, match=r"labels y must lie in \[0, 4\]"):
-        class_condition(net, torch.tensor([0, 7]))
+        condition(net, 2, label=torch.tensor([0, 7]))

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import minidiff.pretrained
+import minidiff.recipes
 from minidiff.checkpoint import model_from_config
 from minidiff.latent import decode, encode, inpaint_latent, latent_mask
 from minidiff.nn import UNet, UNetConfig
@@ -94,7 +95,7 @@ def test_the_latent_recipe_trains_on_the_latents_of_its_vae(monkeypatch):
     shipped = model_from_config(get_recipe("vae_shapes").model).eval()
     shipped.scale_factor.fill_(0.5)
     asked = []
-    monkeypatch.setattr(minidiff.pretrained, "load_vae", lambda name: asked.append(name) or shipped)  # the shipped VAE
+    monkeypatch.setattr(minidiff.recipes, "load_vae", lambda name: asked.append(name) or shipped)  # the shipped VAE
     z, y = recipe.load_data()
     images, labels = dataclasses.replace(recipe, latent=None).load_data()
     assert asked == ["vae_shapes"] and z.shape == (4, 4, 8, 8) and torch.equal(y, labels)

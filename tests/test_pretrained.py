@@ -9,7 +9,9 @@ from minidiff import list_pretrained, load_pretrained, pretrained_info, sample
 from minidiff.data.images import SHAPE_CLASSES, ShapesDataset
 from minidiff.latent import decode, encode
 from minidiff.metrics import ImageMetric
-from minidiff.pretrained import MANIFEST, WEIGHTS_DIR, WeightsError, draw_images, load_vae, vae_info
+from minidiff.files import WEIGHTS_DIR, WeightsError
+from minidiff.generate import generate
+from minidiff.pretrained import MANIFEST, load_vae, vae_info
 from minidiff.recipes import RECIPES
 
 SHAPES_FD = 15.0
@@ -74,7 +76,7 @@ def test_shapes_loads_and_its_samples_beat_a_threshold():
 
 def conditional_samples(name: str, labels: torch.Tensor, w: float) -> torch.Tensor:
     """DDIM-20 images of a shipped conditional model asked for `labels`, with guidance w."""
-    return draw_images(load_pretrained(name), pretrained_info(name)["recipe"], len(labels), "ddim", 20, labels, w)
+    return generate(name, len(labels), steps=20, label=labels, guidance=w)
 
 
 @pytest.mark.parametrize(("name", "threshold"), CONDITIONAL_THRESHOLDS.items())

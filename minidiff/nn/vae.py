@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minidiff._checks import check_finite
+from minidiff.objective import Objective
 
 LOGVAR_RANGE = (-30.0, 20.0)  # log σ² is clamped here, so σ never under- or overflows (as in Stable Diffusion)
 
@@ -272,3 +273,47 @@ def vae_loss(vae: VAE, x: Tensor, generator: torch.Generator | None = None) -> V
     reconstruction = F.mse_loss(x_hat, x)  # ‖x - x̂‖²/D, averaged over the batch
     kl = posterior.kl().mean()  # KL per image, averaged over the batch
     return VAELoss(reconstruction + vae.config.kl_weight * kl / D, reconstruction, kl)
+
+
+class VAEObjective(Objective):
+    """`vae_loss` as a training objective for the engine (`minidiff.train.train`), on data (x,)
+    of images. It logs the reconstruction and KL terms of each step; when the run ends it sets
+    the EMA VAE's `scale_factor` from the training images (scaled latents get unit variance)."""
+
+    def __init__(self) -> None:
+        self._terms: dict[str, float] = {}
+
+    def __call__(self, model: nn.Module, batch: tuple[Tensor, ...], generator: torch.Generator) -> Tensor:
+        (x,) = batch
+        terms = vae_loss(model, x, generator)
+        self._terms = {"reconstruction": terms.reconstruction.item(), "kl": terms.kl.item()}
+        return terms.loss
+
+    def describe(self) -> dict[str, str]:
+        return {"objective": "vae"}  # kl_weight is part of the model's config, checked with it
+
+    def check(self, model: nn.Module, data: tuple[Tensor, ...]) -> None:
+        if not isinstance(model, VAE):
+            raise TypeError(f"model must be a minidiff.nn.vae.VAE, got {type(model).__name__}")
+        c = model.config.in_channels
+        if len(data) != 1 or data[0].ndim != 4 or data[0].shape[1] != c:
+            shapes = [tuple(x.shape) for x in data]
+            raise ValueError(f"data must be images (N, {c}, H, W) alone, got tensors of shapes {shapes}")
+
+    def terms(self) -> dict[str, float]:
+        return self._terms
+
+    def finish(self, ema: nn.Module, data: tuple[Tensor, ...]) -> dict[str, float]:
+        return {"scale_factor": ema.set_scale_factor(data[0])}
+
+
+@torch.no_grad()
+def reconstruction_mse(vae: VAE, images: Tensor, batch_size: int = 256) -> float:
+    """Mean squared error, per image value, of decoder(μ(x)) against images x (N, C, H, W) in
+    [-1, 1]: the deterministic reconstruction through the posterior mean."""
+    device = next(vae.parameters()).device
+    total = 0.0
+    for x in images.split(batch_size):
+        x = x.to(device)
+        total += float(((vae.decode(vae.encode(x).mean) - x) ** 2).double().sum())
+    return total / images.numel()

@@ -1,0 +1,184 @@
+"""One path from a trained model to pictures: checkpoint → condition → guidance → sampler → decode.
+
+    images = minidiff.generate("shapes_class", 16, label=3, guidance=3.0, seed=0)
+    images = minidiff.generate(ckpt, 64, prompt="a large red star", sampler="dpmpp_2m", steps=20)
+
+Every caller — the command line's `sample`, `minidiff.publish`, the benchmarks and the lessons —
+goes through `generate`, so the same model, condition, sampler, steps and seed give the same
+images whoever asks. The steps it takes, each a function of its own module:
+
+    noise      x_T ~ N(0, I) from `seed`, on the model's device
+    condition  a label or a prompt turned into the model's condition y (`condition`)
+    guidance   classifier-free guidance with scale w (`minidiff.guidance`); w = 1: the plain
+               conditional model
+    sampler    any of `minidiff.samplers.SAMPLERS`, over `steps` noise levels
+    decode     a latent model's samples through the VAE its checkpoint names (`minidiff.latent`)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from minidiff.checkpoint import Checkpoint, CheckpointError
+from minidiff.data.images import SHAPE_CLASSES, class_captions
+from minidiff.forward import DiffusionObjective, is_conditional
+from minidiff.guidance import classifier_free_guidance
+from minidiff.latent import decode
+from minidiff.nn.text import TextUNet
+from minidiff.pretrained import load_pretrained, load_vae
+from minidiff.samplers import sample
+from minidiff.viz import save_samples
+
+DEFAULT_GUIDANCE = 3.0  # the shipped models' best scale is around 2–4 (benchmarks/guidance_sweep.py)
+
+Label = int | Sequence[int] | Tensor
+Prompt = str | Sequence[str]
+
+
+@torch.no_grad()
+def generate(
+    model: Checkpoint | str,
+    n: int,
+    *,
+    sampler: str = "ddim",
+    steps: int = 50,
+    spacing: str = "trailing",
+    label: Label | None = None,
+    prompt: Prompt | None = None,
+    guidance: float | None = None,
+    negative: Label | Prompt | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    batch_size: int = 256,
+    **sampler_kwargs,
+) -> Tensor:
+    """n samples from a trained diffusion model: images (n, C, H, W) in [-1, 1] (decoded by the
+    model's VAE if it is a latent model), or points (n, D) for a 2-D toy model.
+
+    Args:
+        model:      a loaded checkpoint (`load_checkpoint`, `load_pretrained`) or a shipped model's name
+        n:          how many samples
+        sampler:    a name in `minidiff.samplers.SAMPLERS`; steps, spacing: its noise levels
+        label:      for a class-conditional model (or a text model, as the class's caption):
+                    one class for all samples, or one per sample (n,)
+        prompt:     for a text-conditional model: one caption, or one per sample
+        guidance:   classifier-free guidance scale w (default DEFAULT_GUIDANCE with a label or
+                    prompt; 1 = the conditional model unguided); needs a label or a prompt
+        negative:   what to guide away from instead of the null condition: a label or a prompt
+        seed:       seeds x_T and the sampler's own noise
+        device:     where to sample (default: the model's device)
+        batch_size: samples per sampler call (memory); the result does not depend on it for
+                    deterministic samplers
+        sampler_kwargs: more arguments of the sampler (eta, callback…)
+    """
+    ckpt = load_pretrained(model, device or "cpu") if isinstance(model, str) else model
+    if not ckpt.is_denoiser:
+        raise CheckpointError(f"generate needs a diffusion model, got a checkpoint of a {type(ckpt.model).__name__}")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    net = ckpt.model
+    device = torch.device(device) if device is not None else next(net.parameters()).device
+    net.to(device)
+    y = condition(net, n, label, prompt)
+    if y is None and (guidance is not None or negative is not None):
+        raise ValueError("guidance and negative need a label or a prompt to guide towards")
+    y_neg = None
+    if y is not None:
+        y_neg = net.null_condition(y) if negative is None else _negative(net, n, negative)
+    w = DEFAULT_GUIDANCE if guidance is None else guidance
+    g = torch.Generator(device).manual_seed(seed)
+    x_T = torch.randn((n, *ckpt.sample_shape), generator=g, device=device)  # (n, …)
+    batches = []
+    for i in range(0, n, batch_size):
+        denoiser = ckpt.eps_model
+        if y is not None:
+            denoiser = classifier_free_guidance(denoiser, y[i : i + batch_size], y_neg[i : i + batch_size], w)
+        batches.append(sample(denoiser, x_T[i : i + batch_size], ckpt.schedule, sampler, steps, spacing,
+                              generator=g, **sampler_kwargs))
+    x0 = torch.cat(batches)
+    if ckpt.vae is not None:
+        x0 = decode(load_vae(ckpt.vae, device=device), x0)
+    return x0.clamp(-1, 1) if x0.ndim == 4 else x0
+
+
+def condition(net: nn.Module, n: int, label: Label | None = None, prompt: Prompt | None = None) -> Tensor | None:
+    """The condition y (on the model's device) that asks `net` for `label` or `prompt`, n times;
+    None if neither is given. A text model takes a label as that class's caption
+    (`class_captions`: "a small red circle", sizes alternating)."""
+    if label is None and prompt is None:
+        return None
+    if label is not None and prompt is not None:
+        raise ValueError("give a label or a prompt, not both")
+    kind = type(net).__name__
+    if not is_conditional(net):
+        raise ValueError(f"a label or prompt was given, but this {kind} is unconditional")
+    device = next(net.parameters()).device
+    if prompt is not None:
+        if not isinstance(net, TextUNet):
+            raise ValueError(f"prompt: this {kind} is class-conditional, it takes a label")
+        prompts = [prompt] * n if isinstance(prompt, str) else list(prompt)
+        if len(prompts) != n:
+            raise ValueError(f"prompt must be one caption or {n} of them, got {len(prompts)}")
+        return net.tokenizer.encode(prompts).to(device)
+    labels = _labels(label, n)
+    if isinstance(net, TextUNet):
+        return net.tokenizer.encode(class_captions(labels)).to(device)
+    net.check_condition(labels, n)
+    null = net.null_condition(labels)
+    if bool((labels == null).any()):
+        raise ValueError(f"label {int(null[0])} is the null label (no class); leave label out for unconditional samples")
+    return labels.to(device)
+
+
+def _labels(label: Label, n: int) -> Tensor:
+    labels = torch.as_tensor(label)
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
+        raise ValueError(f"label must be an integer class or a sequence of them, got {label!r:.80}")
+    labels = labels.long().expand(n) if labels.ndim == 0 else labels.long()
+    if labels.shape != (n,):
+        raise ValueError(f"label must be one class or {n} of them (one per sample), got shape {tuple(labels.shape)}")
+    return labels
+
+
+def _negative(net: nn.Module, n: int, negative: Label | Prompt) -> Tensor:
+    """The condition to guide away from: a prompt for a text model, else a label."""
+    is_prompt = isinstance(negative, str) or (isinstance(negative, Sequence) and all(isinstance(p, str) for p in negative))
+    return condition(net, n, prompt=negative) if is_prompt else condition(net, n, label=negative)
+
+
+class SampleGrids:
+    """A training callback, callback(step, loss, ema), that saves a grid of EMA samples every
+    `every` steps as out_dir/samples_<step>.png, from the same noise each time so grids compare.
+    A class-conditional model is asked for every class in turn (guidance DEFAULT_GUIDANCE); a
+    latent model's samples are decoded by its VAE."""
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        objective: DiffusionObjective,
+        sample_shape: tuple[int, ...],
+        every: int,
+        n: int = 64,
+        steps: int = 50,
+    ):
+        self.out_dir, self.objective, self.sample_shape = Path(out_dir), objective, sample_shape
+        self.every, self.n, self.steps = every, n, steps
+
+    def __call__(self, step: int, loss: float, ema: nn.Module) -> None:
+        if step % self.every:
+            return
+        o = self.objective
+        ckpt = Checkpoint(ema, o.schedule, o.prediction, self.sample_shape, step, {}, {}, o.vae)
+        labels = None
+        if isinstance(ema, TextUNet):
+            labels = torch.arange(self.n) % len(SHAPE_CLASSES)  # as the classes' captions
+        elif is_conditional(ema):
+            labels = torch.arange(self.n) % ema.config.num_classes
+        images = generate(ckpt, self.n, steps=min(self.steps, o.schedule.T), label=labels)
+        save_samples(images, self.out_dir / f"samples_{step:06d}.png")
