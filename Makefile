@@ -1,9 +1,12 @@
 # make course — set up .venv if needed, run every notebook in order, write build/course/
 # make test   — same set-up, then the unit tests and every notebook under nbval (fast mode)
+# make unit   — the unit tests alone (fast mode), for quick work
+# make lint   — ruff, and the package's layers (lint-imports, contracts in pyproject.toml)
 # make lab    — open JupyterLab on the course
 #
 # TORCH picks the PyTorch build pip installs first (e.g. TORCH='torch==2.13.0' for a
-# CPU-only wheel); PYTHON picks the interpreter that creates .venv.
+# CPU-only wheel); PYTHON picks the interpreter that creates .venv. THREADS pins torch's threads
+# (the notebooks' kernels inherit it), so that run times are steady.
 
 PYTHON ?= python3
 TORCH ?= torch>=2.1
@@ -13,8 +16,11 @@ STAMP := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 HTML := $(patsubst notebooks/%.ipynb,build/course/%.html,$(NOTEBOOKS))
 PACKAGE := $(shell find minidiff -name '*.py')
+THREADS ?= 2
+export OMP_NUM_THREADS := $(THREADS)
+export MKL_NUM_THREADS := $(THREADS)
 
-.PHONY: course test lab lint clean
+.PHONY: course test unit lab lint clean
 
 course: $(HTML)
 
@@ -24,11 +30,15 @@ build/course/%.html: notebooks/%.ipynb $(PACKAGE) $(STAMP)
 test: $(STAMP)
 	MINIDIFF_FAST=1 $(BIN)/python -m pytest -q tests --nbval-lax notebooks
 
+unit: $(STAMP)
+	MINIDIFF_FAST=1 $(BIN)/python -m pytest -q tests
+
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks
 
 lint: $(STAMP)
 	$(BIN)/ruff check minidiff tests benchmarks
+	$(BIN)/lint-imports
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

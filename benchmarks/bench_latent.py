@@ -46,11 +46,13 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from minidiff.checkpoint import model_from_config
+from minidiff.files import WEIGHTS_DIR
 from minidiff.forward import as_eps_model, diffusion_loss
+from minidiff.generate import generate
 from minidiff.guidance import classifier_free_guidance
 from minidiff.latent import decode, encode
 from minidiff.nn.vae import VAE
-from minidiff.pretrained import WEIGHTS_DIR, list_pretrained, list_vaes, load_pretrained, load_vae
+from minidiff.pretrained import list_pretrained, list_vaes, load_pretrained
 from minidiff.recipes import get_recipe
 from minidiff.samplers import sample
 from minidiff.schedules import NoiseSchedule
@@ -89,7 +91,7 @@ def make_step(
         model.train()
         x0 = torch.randn(args.batch, *shape, generator=g).to(args.device)  # (B, C, H, W): pixels or latents
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        prediction = get_recipe(MODELS[name]).training.prediction  # "v"
+        prediction = get_recipe(MODELS[name]).prediction  # "v"
 
         def train_step() -> None:
             optimizer.zero_grad(set_to_none=True)
@@ -206,18 +208,11 @@ def quality(n: int, args: argparse.Namespace) -> list[tuple[str, ...]]:
     results = {}
     for name, recipe in MODELS.items():
         ckpt = load_pretrained(recipe, device=args.device, weights_dir=args.weights_dir)
-        vae = load_vae(VAE_RECIPE, args.device, args.weights_dir) if name == "latent" else None
-        x_T = torch.randn(n, *ckpt.sample_shape, generator=torch.Generator().manual_seed(0))  # the same seed for both
-        start = time.perf_counter()
-        images = []
-        with torch.no_grad():
-            for y, x in zip(labels.split(args.batch), x_T.split(args.batch), strict=True):
-                y, x = y.to(args.device), x.to(args.device)
-                guided = classifier_free_guidance(ckpt.eps_model, y, ckpt.model.null_condition(y), GUIDANCE)
-                x = sample(guided, x, ckpt.schedule, SAMPLER, SAMPLER_STEPS)
-                images.append((decode(vae, x) if vae is not None else x).cpu())
+        start = time.perf_counter()  # the same seed for both; the latent model's samples decoded by its VAE
+        images = generate(ckpt, n, sampler=SAMPLER, steps=SAMPLER_STEPS, label=labels, guidance=GUIDANCE,
+                          batch_size=args.batch).cpu()
         seconds = time.perf_counter() - start
-        results[name] = metric.evaluate(torch.cat(images), labels) | {"seconds": seconds, "steps": ckpt.step}
+        results[name] = metric.evaluate(images, labels) | {"seconds": seconds, "steps": ckpt.step}
     real = metric.evaluate(ShapesDataset(n, 32, seed=0).images)
     p, lat = results["pixel"], results["latent"]
     return [

@@ -18,10 +18,9 @@ import argparse
 
 import torch
 
-from minidiff import load_pretrained, pretrained_info
+from minidiff import generate, load_pretrained
 from minidiff.data.images import ShapesDataset
 from minidiff.metrics import ImageMetric
-from minidiff.pretrained import draw_images
 
 
 def main() -> None:
@@ -35,11 +34,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     metric = ImageMetric("shapes")
     labels = torch.arange(args.n) % 16
-    ckpt, recipe = load_pretrained(args.model), pretrained_info(args.model)["recipe"]
+    ckpt = load_pretrained(args.model)
     print(f"{args.model}: {args.n} samples per scale, DDIM-{args.steps}, {args.threads} thread(s)\n")
     print("| w | accuracy | FD | saturation |\n|---|---|---|---|")
     for w in args.w:
-        images = draw_images(ckpt, recipe, args.n, "ddim", args.steps, labels, guidance=w)
+        images = generate(ckpt, args.n, steps=args.steps, label=labels, guidance=w)
         s = metric.evaluate(images, labels)
         print(f"| {w:g} | {s['accuracy']:.1%} | {s['fd']:.2f} | {s['saturation']:.1%} |", flush=True)
     real = metric.evaluate(ShapesDataset(args.n, 32, seed=0).images)

@@ -7,10 +7,10 @@ import torch
 
 from minidiff import list_pretrained, load_pretrained, pretrained_info, sample
 from minidiff.data.images import SHAPE_CLASSES, ShapesDataset
-from minidiff.latent import decode, encode
-from minidiff.metrics import ImageMetric
 from minidiff.files import WEIGHTS_DIR, WeightsError
 from minidiff.generate import generate
+from minidiff.latent import decode, encode
+from minidiff.metrics import ImageMetric
 from minidiff.pretrained import MANIFEST, load_vae, vae_info
 from minidiff.recipes import RECIPES
 

@@ -62,3 +62,23 @@ def test_budget_switch(monkeypatch, value, fast):
     monkeypatch.setenv("MINIDIFF_FAST", value)
     assert fast_mode() is fast
     assert budget(fast=10, full=1000) == (10 if fast else 1000)
+
+
+def test_requires_python_matches_the_code_and_the_linter():
+    """The tests import tomllib (Python 3.11+): the declared floor, ruff's target and the conda
+    file must all say 3.11."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["requires-python"] == ">=3.11"
+    assert pyproject["tool"]["ruff"]["target-version"] == "py311"
+    assert "  - python>=3.11\n" in (ROOT / "environment.yml").read_text()
+
+
+def test_the_layers_contract_covers_every_module():
+    """Every module of the package sits in a layer of the import-linter contract, so none can
+    slip past `lint-imports`."""
+    contract = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]
+    listed = {m.strip() for layer in contract["layers"] for m in re.split(r"[|:]", layer)}
+    package = ROOT / "minidiff"
+    modules = {f"minidiff.{p.stem}" for p in package.glob("*.py") if p.stem != "__init__"}
+    modules |= {f"minidiff.{p.name}" for p in package.iterdir() if (p / "__init__.py").is_file()}
+    assert modules <= listed, f"not in a layer: {sorted(modules - listed)}"
