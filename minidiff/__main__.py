@@ -103,7 +103,9 @@ def _train(args: argparse.Namespace) -> None:
     recipe = get_recipe(args.recipe)
     grids = [SampleGrids(args.out, recipe.objective(), recipe.sample_shape(), recipe.sample_every, recipe.n_samples)]
     callbacks = grids if recipe.sample_every else []
-    result = train_recipe(recipe, args.out, steps=args.steps, resume=args.resume, device=args.device, callbacks=callbacks)
+    result = train_recipe(
+        recipe, args.out, steps=args.steps, resume=args.resume, device=args.device, callbacks=callbacks
+    )
     step, loss = result.losses[-1]
     print(f"trained {args.recipe} to step {step} (last loss {loss:.4f}); model: {args.out / MODEL}")
 

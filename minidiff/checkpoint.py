@@ -278,7 +278,8 @@ def _check_header(path: Path, header: dict[str, Any], tensors: dict[str, Tensor]
     denoiser = header["denoiser"]
     if denoiser is not None:
         if denoiser.get("prediction") not in PREDICTIONS or not isinstance(denoiser.get("schedule"), dict):
-            raise CheckpointError(f"{path}: header field 'denoiser' must be {_FIELDS['denoiser'][1]}, got {denoiser!r:.80}")
+            expected = _FIELDS["denoiser"][1]
+            raise CheckpointError(f"{path}: header field 'denoiser' must be {expected}, got {denoiser!r:.80}")
         if "schedule.betas" not in tensors:
             raise CheckpointError(f"{path}: a denoiser's checkpoint needs a 'schedule.betas' tensor, and has none")
 

@@ -21,9 +21,8 @@ from itertools import pairwise
 import torch
 from torch import Tensor
 
-from minidiff._checks import check_finite
+from minidiff._checks import check_choice, check_finite
 from minidiff.forward import Denoiser
-from minidiff._checks import check_choice
 from minidiff.samplers import SAMPLERS, Callback, Step, ddim_step, noise_levels
 from minidiff.schedules import NoiseSchedule
 

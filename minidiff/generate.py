@@ -132,7 +132,9 @@ def condition(net: nn.Module, n: int, label: Label | None = None, prompt: Prompt
     net.check_condition(labels, n)
     null = net.null_condition(labels)
     if bool((labels == null).any()):
-        raise ValueError(f"label {int(null[0])} is the null label (no class); leave label out for unconditional samples")
+        raise ValueError(
+            f"label {int(null[0])} is the null label (no class); leave label out for unconditional samples"
+        )
     return labels.to(device)
 
 
@@ -148,7 +150,8 @@ def _labels(label: Label, n: int) -> Tensor:
 
 def _negative(net: nn.Module, n: int, negative: Label | Prompt) -> Tensor:
     """The condition to guide away from: a prompt for a text model, else a label."""
-    is_prompt = isinstance(negative, str) or (isinstance(negative, Sequence) and all(isinstance(p, str) for p in negative))
+    prompts = isinstance(negative, Sequence) and all(isinstance(p, str) for p in negative)
+    is_prompt = isinstance(negative, str) or prompts
     return condition(net, n, prompt=negative) if is_prompt else condition(net, n, label=negative)
 
 

@@ -17,8 +17,8 @@ Sample through `Checkpoint.eps_model` (or `as_eps_model`), which converts v to Î
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -244,5 +244,6 @@ def train_recipe(
     result = train(model, data, recipe.objective(), config, out_dir=out_dir, resume=resume, callbacks=callbacks)
     if isinstance(recipe.model, VAEConfig):
         heldout = recipe.load_heldout()
-        tqdm.write(f"reconstruction MSE on {len(heldout)} held-out images: {reconstruction_mse(result.ema, heldout):.5f}")
+        mse = reconstruction_mse(result.ema, heldout)
+        tqdm.write(f"reconstruction MSE on {len(heldout)} held-out images: {mse:.5f}")
     return result

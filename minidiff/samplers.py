@@ -4,7 +4,8 @@ A sampler never knows which network it drives. It takes the model, the starting 
 x_T ~ N(0, I), the schedule the model was trained with, and the noise levels to visit,
 σ_0 > σ_1 > … > σ_N = 0 (as k-diffusion's samplers do): one step from each level to the next.
 Training steps (the schedule's T) and sampling steps (how many noise levels the sampler
-visits) are separate choices; `noise_levels(schedule, steps, spacing)` makes the list. x0- and v-predicting networks are wrapped into ε-predictors
+visits) are separate choices; `noise_levels(schedule, steps, spacing)` makes the list.
+x0- and v-predicting networks are wrapped into ε-predictors
 by `minidiff.forward.as_eps_model`, so no sampler has a prediction-type flag.
 
 Notation (one picture, two coordinates):
@@ -35,8 +36,7 @@ editing (`minidiff.edit`) and the lessons build on them.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import NamedTuple
 

@@ -261,7 +261,8 @@ def _as_data(data: Tensor | Sequence[Tensor]) -> tuple[Tensor, ...]:
         raise TypeError("data must be a tensor x (N, …) or a sequence (x, y) of tensors")
     x = data[0]
     if not x.is_floating_point() or x.ndim < 2 or len(x) == 0:
-        raise ValueError(f"data must be floating-point of shape (N, …) with N >= 1 samples, got {x.dtype} {tuple(x.shape)}")
+        got = f"{x.dtype} {tuple(x.shape)}"
+        raise ValueError(f"data must be floating-point of shape (N, …) with N >= 1 samples, got {got}")
     if not bool(torch.isfinite(x).all()):
         raise ValueError("data contains NaN or infinite values")
     if any(len(d) != len(x) for d in data[1:]):
