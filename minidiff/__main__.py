@@ -13,7 +13,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from minidiff.generate import DEFAULT_GUIDANCE, SampleGrids, generate
 from minidiff.recipes import RECIPES, get_recipe, train_recipe
 from minidiff.samplers import SAMPLERS
 from minidiff.train import CHECKPOINT, MODEL
-from minidiff.viz import save_samples
+from minidiff.viz import IMAGE_FORMATS, save_samples
 
 
 def _positive_int(text: str) -> int:
@@ -36,11 +38,44 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _seed(text: str) -> int:
+    if not text.isdigit() or int(text) >= 2**63:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**63), got {text!r}")
+    return int(text)
+
+
 def _device(text: str) -> torch.device:
+    """A device that this machine has: cpu, cuda[:i] with a GPU and a CUDA build, mps on a Mac."""
     try:
-        return torch.device(text)
+        device = torch.device(text)
     except RuntimeError:
         raise argparse.ArgumentTypeError(f"expected a device such as cpu, cuda, cuda:1 or mps, got {text!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: this PyTorch build sees no CUDA GPU; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text!r}: there are only {torch.cuda.device_count()} CUDA devices")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: Apple's MPS is not available here; use --device cpu")
+    return device
+
+
+def _check_out_dir(path: Path) -> None:
+    """Before training: --out must be (or become) a writable folder, so that the first
+    checkpoint, minutes later, cannot fail on it."""
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"--out {path} is a file; name a folder for the run's checkpoints")
+    path.mkdir(parents=True, exist_ok=True)
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out {path}: the folder is not writable; choose another one")
+
+
+def _check_out_file(path: Path) -> None:
+    """Before sampling: --out must name a picture file of a known format in a writable folder."""
+    if path.suffix.lower().lstrip(".") not in IMAGE_FORMATS:
+        raise ValueError(f"--out {path}: unknown picture format {path.suffix!r}; use .{', .'.join(IMAGE_FORMATS)}")
+    if path.is_dir():
+        raise IsADirectoryError(f"--out {path} is a folder; name the picture file to write, e.g. {path}/samples.png")
+    _check_out_dir(path.parent if str(path.parent) else Path("."))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     sampler.add_argument("--sampler", default="ddim", choices=SAMPLERS, help="default: ddim")
     sampler.add_argument("--steps", type=_positive_int, default=50, help="sampling steps (default: 50)")
     sampler.add_argument("--n", type=_positive_int, default=64, help="number of samples (default: 64)")
-    sampler.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sampler.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     sampler.add_argument("--out", type=Path, default=Path("samples.png"), help="PNG file (default: samples.png)")
     sampler.add_argument("--label", type=int, help="class to draw, for a class-conditional model (e.g. 3)")
     sampler.add_argument("--prompt", help='caption to draw, for a text-conditional model (e.g. "a large red star")')
@@ -100,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> None:
+    _check_out_dir(args.out)
     recipe = get_recipe(args.recipe)
     grids = [SampleGrids(args.out, recipe.objective(), recipe.sample_shape(), recipe.sample_every, recipe.n_samples)]
     callbacks = grids if recipe.sample_every else []
@@ -111,6 +147,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _sample(args: argparse.Namespace) -> None:
+    _check_out_file(args.out)
     ckpt = load_checkpoint(args.checkpoint, device=args.device or default_device())
     images = generate(
         ckpt, args.n, sampler=args.sampler, steps=args.steps, label=args.label, prompt=args.prompt,
@@ -129,14 +166,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:  # bad arguments, CheckpointError
-        print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except FloatingPointError as error:
-        print(f"{parser.prog} {args.command}: training failed: {error}", file=sys.stderr)
+    except FloatingPointError as error:  # a run that diverged: its last good checkpoint is named
+        print(f"{parser.prog} {args.command}: failed: {error}", file=sys.stderr)
         return 1
+    except (ValueError, TypeError, OSError) as error:  # bad arguments, CheckpointError, the disk, permissions
+        print(f"{parser.prog} {args.command}: error: {_describe_error(error)}", file=sys.stderr)
+        return 2
     return 0
 
+
+def _describe_error(error: Exception) -> str:
+    """One line for the user; for the system's own errors (disk full, permission denied…) its
+    reason and the file."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f": {error.filename}" if error.filename else ""
+        hint = " (the disk is full: free some space or write elsewhere)" if error.errno == errno.ENOSPC else ""
+        return f"{error.strerror}{where}{hint}"
+    return str(error)
 
 if __name__ == "__main__":
     sys.exit(main())

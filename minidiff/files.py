@@ -10,10 +10,12 @@ against the manifest, so what is loaded is exactly what was hashed.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
 import platform
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,10 +29,15 @@ class WeightsError(ValueError):
     """Shipped weights that are missing from their manifest, corrupt or modified."""
 
 
+STALE_SECONDS = 3600  # a temporary file older than this was left by a write that was killed
+
+
 def write_atomic(path: str | Path, data: bytes) -> Path:
     """Write `data` to `path` so that `path` holds either its old content or all of `data`,
-    never a part: write a temporary file in the same folder, flush it to disk, then rename
-    it over `path` (`os.replace` is atomic on POSIX and Windows). Returns the path."""
+    never a part: write a temporary file `.<name>.<random>.tmp` in the same folder, flush it to
+    disk, then rename it over `path` (`os.replace` is atomic on POSIX and Windows). A failed
+    write (a full disk…) removes its temporary file; one left by a killed process is removed
+    by the next write of the same file once it is STALE_SECONDS old. Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")  # unique: concurrent writers do not clash
@@ -43,7 +50,18 @@ def write_atomic(path: str | Path, data: bytes) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _remove_stale_temporaries(path)
     return path
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    now = time.time()
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if now - stale.stat().st_mtime > STALE_SECONDS:
+                stale.unlink()
+        except FileNotFoundError:  # another writer removed it first
+            pass
 
 
 def sha256_of(data: bytes) -> str:

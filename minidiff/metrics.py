@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
 from minidiff._checks import check_finite
 from minidiff.classifier import classifier_data, load_classifier
+from minidiff.data.mixture import GaussianMixture
 from minidiff.files import WEIGHTS_DIR
 
 
@@ -30,8 +34,8 @@ def sliced_wasserstein(x: Tensor, y: Tensor, n_projections: int = 256, seed: int
     """
     for name, z in (("x", x), ("y", y)):
         check_finite(name, z)
-        if z.ndim != 2:
-            raise ValueError(f"{name} must have shape (N, d), got {tuple(z.shape)}")
+        if z.ndim != 2 or len(z) == 0:
+            raise ValueError(f"{name} must have shape (N, d) with N >= 1 points, got {tuple(z.shape)}")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must have the same dimension d, got {x.shape[1]} and {y.shape[1]}")
     g = torch.Generator().manual_seed(seed)
@@ -189,3 +193,67 @@ class ImageMetric:
                 )
             result["accuracy"] = (logits.argmax(dim=1).cpu() == labels.cpu()).double().mean().item()
         return result
+
+
+class CountCalls:
+    """A denoiser that passes every call on to `model` and counts them: `calls` is the number
+    of function evaluations (NFE) a sampler spent, the fair unit of its cost.
+
+        counted = CountCalls(model)
+        sample(counted, x_T, schedule, "heun", steps=10)
+        counted.calls  # 19: Heun calls the model 2·steps − 1 times
+
+    Positional and keyword arguments after (x_t, t), e.g. a condition y=…, are passed on.
+    """
+
+    def __init__(self, model: Callable[..., Tensor]):
+        if not callable(model):
+            raise TypeError(f"model must be callable, a denoiser model(x_t, t), got {type(model).__name__}")
+        self.model, self.calls = model, 0
+
+    def __call__(self, x_t: Tensor, t: Tensor, *args, **kwargs) -> Tensor:
+        self.calls += 1
+        return self.model(x_t, t, *args, **kwargs)
+
+
+def mmd_to_gmm(x: Tensor, gmm: GaussianMixture, ell: float = 0.1) -> float:
+    """Maximum mean discrepancy (Gretton et al. 2012, "A Kernel Two-Sample Test") between the
+    distribution q of the samples x and the Gaussian mixture p = Σ_k w_k N(μ_k, Σ_k), with the
+    Gaussian kernel k(x, y) = exp(-‖x - y‖²/2ℓ²):
+
+        MMD²(q, p) = E_{x,x'~q} k(x, x') - 2 E_{x~q, y~p} k(x, y) + E_{y,y'~p} k(y, y')
+
+    k(x, ·) is a Gaussian density times c = (2πℓ²)^(d/2), so both expectations over p are exact:
+
+        E_{y~p} k(x, y)     = c Σ_k w_k N(x; μ_k, Σ_k + ℓ²I)             (p blurred by N(0, ℓ²I))
+        E_{y,y'~p} k(y, y') = c Σ_{j,k} w_j w_k N(μ_j; μ_k, Σ_j + Σ_k + ℓ²I)
+
+    Only the first term is estimated, by the V-statistic (1/n²) Σ_{i,i'} k(x_i, x_i'), which
+    keeps the terms i = i'. The estimate of MMD² is therefore biased upwards: n samples of p
+    itself score (1 - E_{y,y'~p} k)/n on average, a floor that falls as 1/n.
+
+    Args:
+        x:   samples, shape (n, d), float, on any device (the sum over pairs runs there, in float64)
+        gmm: the mixture to compare with, of dimension d
+        ell: the kernel width ℓ > 0: the scale of the detail that counts
+    Returns:
+        MMD = √max(MMD², 0), as a float.
+    """
+    if not isinstance(gmm, GaussianMixture):
+        raise TypeError(f"gmm must be a GaussianMixture, got {type(gmm).__name__}")
+    check_finite("x", x)
+    if x.ndim != 2 or x.shape[1] != gmm.dim:
+        raise ValueError(f"x must have shape (n, {gmm.dim}), one sample of the mixture per row, got {tuple(x.shape)}")
+    if isinstance(ell, bool) or not isinstance(ell, (int, float)) or not 0 < ell < math.inf:
+        raise ValueError(f"ell (the kernel width) must be a positive number, got {ell!r}")
+    x = x.to(torch.float64)  # (n, d)
+    c = (2 * math.pi * ell**2) ** (gmm.dim / 2)
+    blur = ell**2 * torch.eye(gmm.dim, dtype=torch.float64)  # ℓ²I, (d, d)
+    k_qq = torch.exp(-torch.cdist(x, x).square() / (2 * ell**2)).mean()  # V-statistic of E_{x,x'~q} k
+    blurred = GaussianMixture(gmm.means, gmm.covs + blur, gmm.weights)
+    k_qp = c * blurred.log_prob(x.to(gmm.means.device)).exp().mean()  # E_{x~q, y~p} k, exact in y
+    k_pp = 0.0  # E_{y,y'~p} k, exact: each component j against p blurred by N(0, Σ_j + ℓ²I)
+    for j, w in enumerate(gmm.weights.tolist()):
+        spread = GaussianMixture(gmm.means, gmm.covs + gmm.covs[j] + blur, gmm.weights)
+        k_pp += c * w * spread.log_prob(gmm.means[j : j + 1]).exp().item()
+    return math.sqrt(max(k_qq.item() - 2 * k_qp.item() + k_pp, 0.0))

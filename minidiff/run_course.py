@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from minidiff.files import write_atomic
+
 
 def run_notebook(path: Path, out_dir: Path, timeout: int = 1800) -> tuple[bool, float]:
     """Execute one notebook headlessly (in its own folder) and write the executed .ipynb
@@ -31,10 +33,9 @@ def run_notebook(path: Path, out_dir: Path, timeout: int = 1800) -> tuple[bool, 
         ok = False
         print(str(error)[-2000:], file=sys.stderr)
     seconds = time.perf_counter() - start
-    out_dir.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, out_dir / path.name)
+    write_atomic(out_dir / path.name, nbformat.writes(nb).encode())
     html, _ = HTMLExporter().from_notebook_node(nb)
-    (out_dir / path.with_suffix(".html").name).write_text(html, encoding="utf-8")
+    write_atomic(out_dir / path.with_suffix(".html").name, html.encode())
     return ok, seconds
 
 

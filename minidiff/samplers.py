@@ -184,6 +184,9 @@ def _eps(model: Denoiser, x_t: Tensor, schedule: NoiseSchedule, sigma: float) ->
     eps = model(x_t, t)
     if eps.shape != x_t.shape:
         raise ValueError(f"model output must have the shape of x_t {tuple(x_t.shape)}, got {tuple(eps.shape)}")
+    if not bool(torch.isfinite(eps).all()):
+        raise FloatingPointError(f"the model's output at noise level σ = {sigma:.4g} (t = {t[0].item():.4g}) "
+                                 "contains NaN or infinite values")
     return eps
 
 
@@ -226,7 +229,14 @@ def ddim_step(
 
 
 def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    _check_generator(generator)
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def _check_generator(generator: object) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        example = "torch.Generator().manual_seed(0)"
+        raise TypeError(f"generator must be a torch.Generator such as {example}, got {generator!r:.40}")
 
 
 def _start(x_T: Tensor, sigmas: list[float]) -> Tensor:
@@ -518,4 +528,5 @@ def sample(
         sample(model, torch.randn(64, 2), schedule, "dpmpp_2m", steps=20, spacing="karras")
     """
     check_choice("sampler", sampler, tuple(SAMPLERS))
+    _check_generator(kwargs.get("generator"))
     return SAMPLERS[sampler](model, x_T, schedule, noise_levels(schedule, steps, spacing), **kwargs)

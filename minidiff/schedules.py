@@ -117,6 +117,7 @@ class NoiseSchedule:
             noise: ε ~ N(0, I), same shape as x0
         """
         check_finite("x0", x0)
+        check_finite("noise", noise)
         if noise.shape != x0.shape:
             raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
         t = check_timesteps(t, x0.shape[0], self.T, device=x0.device)

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from minidiff._checks import check_choice
+from minidiff._checks import check_choice, check_fields
 from minidiff.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from minidiff.objective import Objective
 
@@ -68,6 +68,7 @@ class TrainConfig:
     checkpoint_every: int = 500  # with out_dir: write last.safetensors every this many steps and at the end
 
     def __post_init__(self) -> None:
+        check_fields(self)
         for name in ("steps", "batch_size", "checkpoint_every", "warmup", "seed"):
             value, least = getattr(self, name), 0 if name in ("warmup", "seed") else 1
             if not isinstance(value, int) or isinstance(value, bool) or value < least:

@@ -37,7 +37,7 @@ def test_mlp_bad_inputs():
     model = MLPDenoiser()
     with pytest.raises(ValueError, match=r"x_t must have shape \(B, 2\)"):
         model(torch.randn(4, 3), torch.zeros(4))
-    with pytest.raises(ValueError, match=r"t must have shape \(4,\)"):
+    with pytest.raises(ValueError, match=r"t must be a tensor of shape \(4,\)"):
         model(torch.randn(4, 2), torch.zeros(5))
 
 

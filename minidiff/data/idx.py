@@ -13,7 +13,7 @@ import http.client
 import math
 import os
 import struct
-import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -24,6 +24,7 @@ from torch import Tensor
 
 from minidiff._checks import check_choice
 from minidiff.data.images import LabelledImages
+from minidiff.files import write_atomic
 
 _IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -66,6 +67,7 @@ _CLASS_NAMES = {
     ),
 }
 _TIMEOUT = 60  # seconds without an answer before a download gives up
+DOWNLOAD_DEADLINE = 600  # seconds for a whole file, however slowly the bytes come
 
 
 def read_idx(path: str | os.PathLike) -> Tensor:
@@ -159,29 +161,28 @@ def _digest_for(checksums: dict[str, str], name: str) -> str:
 
 
 def _download(url: str, dest: Path, digest: str) -> None:
-    """Fetch url into dest through a temporary file in the same folder, moved into place
-    (atomically) only if its MD5 / SHA-256 matches `digest`; never leaves a partial file."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    """Fetch url into memory within DOWNLOAD_DEADLINE seconds in all (a server that trickles
+    bytes cannot hold it forever), and write it to dest (atomically: `write_atomic`) only if
+    its MD5 / SHA-256 matches `digest`; never leaves a partial file."""
     hasher = hashlib.new("md5" if len(digest) == 32 else "sha256")
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    chunks = []
+    deadline = time.monotonic() + DOWNLOAD_DEADLINE
     try:
-        with os.fdopen(fd, "wb") as f:
-            try:
-                with urllib.request.urlopen(url, timeout=_TIMEOUT) as response:
-                    while chunk := response.read(1 << 20):
-                        hasher.update(chunk)
-                        f.write(chunk)
-            except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as e:
-                reason = e if isinstance(e, urllib.error.HTTPError) else getattr(e, "reason", e)
-                raise ConnectionError(
-                    f"could not download {url} ({reason}). Are you offline, or is the server "
-                    f"down? Try again later, pass another base_url, or copy the file into {dest.parent} by hand."
-                ) from e
-        if hasher.hexdigest() != digest:
-            raise ValueError(
-                f"checksum mismatch for {url}: expected {digest}, got {hasher.hexdigest()}; the file was not "
-                f"kept. The download was corrupted or the server holds a different file."
-            )
-        os.replace(tmp, dest)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        with urllib.request.urlopen(url, timeout=_TIMEOUT) as response:
+            while chunk := response.read(1 << 16):
+                hasher.update(chunk)
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"not complete after {DOWNLOAD_DEADLINE:g} s")
+    except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as e:
+        reason = e if isinstance(e, (urllib.error.HTTPError, TimeoutError)) else getattr(e, "reason", e)
+        raise ConnectionError(
+            f"could not download {url} ({reason}). Are you offline, or is the server "
+            f"down? Try again later, pass another base_url, or copy the file into {dest.parent} by hand."
+        ) from e
+    if hasher.hexdigest() != digest:
+        raise ValueError(
+            f"checksum mismatch for {url}: expected {digest}, got {hasher.hexdigest()}; the file was not "
+            f"kept. The download was corrupted or the server holds a different file."
+        )
+    write_atomic(dest, b"".join(chunks))

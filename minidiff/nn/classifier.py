@@ -15,12 +15,17 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from minidiff._checks import check_fields
+
 
 @dataclass(frozen=True)
 class ClassifierConfig:
     in_channels: int = 1
     num_classes: int = 10
     widths: tuple[int, ...] = (16, 32, 64)  # channels per resolution; the last is the feature size D
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 class Classifier(nn.Module):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from minidiff._checks import check_finite
+from minidiff._checks import check_fields, check_finite, check_model_timesteps
 from minidiff.nn.layers import TimeEmbedding
 
 
@@ -16,6 +16,12 @@ class MLPConfig:
     hidden: int = 128  # width of the hidden layers
     layers: int = 3  # residual blocks
     time_dim: int = 32  # size of the sinusoidal timestep embedding
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        for name in ("data_dim", "hidden", "layers", "time_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
 
 
 class MLPBlock(nn.Module):
@@ -47,8 +53,7 @@ class MLPDenoiser(nn.Module):
         check_finite("x_t", x_t)
         if x_t.ndim != 2 or x_t.shape[1] != self.config.data_dim:
             raise ValueError(f"x_t must have shape (B, {self.config.data_dim}), got {tuple(x_t.shape)}")
-        if t.shape != (x_t.shape[0],):
-            raise ValueError(f"t must have shape ({x_t.shape[0]},), one timestep per sample, got {tuple(t.shape)}")
+        check_model_timesteps(t, x_t.shape[0])
         temb = self.time_embedding(t)  # (B, 4·time_dim)
         h = self.inp(x_t)  # (B, hidden)
         for block in self.blocks:

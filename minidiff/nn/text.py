@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from minidiff._checks import check_fields
 from minidiff.data.images import CAPTION_WORDS
 from minidiff.nn.attention import _merge_heads, _split_heads
 from minidiff.nn.unet import UNet, UNetConfig
@@ -91,6 +92,7 @@ class TextConfig:
     heads: int = 4
 
     def __post_init__(self) -> None:
+        check_fields(self)
         self.vocab = tuple(self.vocab)
         if len(set(self.vocab)) != len(self.vocab) or PAD in self.vocab or not self.vocab:
             raise ValueError(f"vocab must be distinct words without {PAD!r}, got {self.vocab}")
@@ -165,6 +167,7 @@ class TextUNetConfig:
             self.unet = UNetConfig(**self.unet)
         if isinstance(self.text, dict):
             self.text = TextConfig(**self.text)
+        check_fields(self)
         if self.unet.context_dim != self.text.dim:
             raise ValueError(
                 f"unet.context_dim ({self.unet.context_dim}) must equal text.dim ({self.text.dim}), "

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minidiff._checks import check_finite
+from minidiff._checks import check_fields, check_finite, check_model_timesteps
 from minidiff.nn.attention import CrossAttention, SelfAttention, zero_init
 from minidiff.nn.layers import TimeEmbedding
 
@@ -56,6 +56,7 @@ class UNetConfig:
     bf16: bool = False  # run under bfloat16 autocast (fast on GPUs and CPUs with native bf16, slow otherwise)
 
     def __post_init__(self) -> None:
+        check_fields(self)
         self.channel_mults = tuple(self.channel_mults)
         self.attention_levels = tuple(self.attention_levels)
         if self.out_channels is None:
@@ -253,8 +254,7 @@ class UNet(nn.Module):
                 f"{len(c.channel_mults) - 1} times), got {x_t.shape[2]}×{x_t.shape[3]}"
             )
         B = x_t.shape[0]
-        if not torch.is_tensor(t) or t.shape != (B,) or t.dtype == torch.bool:
-            raise ValueError(f"t must be a tensor of shape ({B},), one timestep per sample, got {_describe(t)}")
+        check_model_timesteps(t, B)
         if y is not None:
             self.check_condition(y, B)
         if context is None and context_mask is not None:

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minidiff._checks import check_finite
+from minidiff._checks import check_fields, check_finite
 from minidiff.objective import Objective
 
 LOGVAR_RANGE = (-30.0, 20.0)  # log σ² is clamped here, so σ never under- or overflows (as in Stable Diffusion)
@@ -70,6 +70,7 @@ class VAEConfig:
     channels_last: bool = False  # NHWC memory format (faster convolutions on some CPUs); weights unchanged
 
     def __post_init__(self) -> None:
+        check_fields(self)
         self.channel_mults = tuple(self.channel_mults)
         for name in ("in_channels", "latent_channels", "channels", "blocks_per_level", "groups"):
             value = getattr(self, name)

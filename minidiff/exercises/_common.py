@@ -1,0 +1,86 @@
+"""What every lesson's checks share: calling the learner's function safely, comparing its
+answer with the expected one, and naming the first known mistake it matches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from minidiff.schedules import NoiseSchedule
+
+BROADCAST_HINT = " A per-sample value of shape (B,) must be reshaped to (B, 1, 1, 1) to broadcast."
+
+
+def _verdict(
+    name: str,
+    fn: Callable,
+    args: tuple,
+    expected: Tensor,
+    mistakes: dict[str, Tensor],
+    broadcast_hint: str = BROADCAST_HINT,
+) -> bool:
+    """Call the learner's fn(*args) and compare with `expected`; if wrong, name the first
+    known mistake it matches. An exception in the learner's code becomes feedback."""
+    try:
+        got = fn(*args)
+    except Exception as e:  # noqa: BLE001 — any error in learner code becomes feedback
+        hint = broadcast_hint if "size of tensor" in str(e) else ""
+        print(f"✗ {name}: your function raised {type(e).__name__}: {e}.{hint}")
+        return False
+    if got is None:
+        print(f"✗ {name}: your function returned None. Did you forget `return`?")
+        return False
+    if not torch.is_tensor(got):
+        print(f"✗ {name}: expected a torch.Tensor, got {type(got).__name__}.")
+        return False
+    if got.shape != expected.shape:
+        print(f"✗ {name}: expected shape {tuple(expected.shape)}, got {tuple(got.shape)}. Check how you broadcast.")
+        return False
+    if torch.allclose(got.double(), expected.double(), rtol=1e-4, atol=1e-5):
+        print(f"✓ {name}: correct.")
+        return True
+    for hint, wrong in mistakes.items():
+        if torch.allclose(got.double(), wrong.double(), rtol=1e-4, atol=1e-5):
+            print(f"✗ {name}: {hint}")
+            return False
+    err = (got.double() - expected.double()).abs().max().item()
+    print(f"✗ {name}: the values are off (largest error {err:.3g}). Re-read the equation above the exercise.")
+    return False
+
+
+def _verdict_on_cases(
+    name: str, fn: Callable, cases: Sequence[tuple], reference: Callable, mistakes: dict[str, Callable]
+) -> bool:
+    """`_verdict` for a function that returns a number: fn(*case) for every case, as one
+    tensor, against reference(*case) and against each known mistake's answers."""
+
+    def answers(f: Callable) -> Tensor | None:
+        """f's answer for every case, as one tensor (None if f returned None anywhere)."""
+        values = [f(*case) for case in cases]
+        return None if any(v is None for v in values) else torch.tensor([float(v) for v in values])
+
+    wrong = {hint: answers(f) for hint, f in mistakes.items()}
+    return _verdict(name, lambda: answers(fn), (), answers(reference), wrong)
+
+
+def _test_batch(seed: int = 0) -> tuple[NoiseSchedule, Tensor, Tensor, Tensor]:
+    """The linear schedule, x0 and ε of shape (4, 3, 5, 5), and one timestep per sample."""
+    g = torch.Generator().manual_seed(seed)
+    schedule = NoiseSchedule.linear()
+    x0 = torch.randn(4, 3, 5, 5, generator=g)
+    eps = torch.randn(4, 3, 5, 5, generator=g)
+    t = torch.tensor([0, 10, 500, 999])
+    return schedule, x0, eps, t
+
+
+def uses(*package_code: Callable) -> Callable[[Callable], Callable]:
+    """Mark a solution that only calls the package: `show_solution` prints `package_code`'s
+    source after the solution's, so the learner reads the tested implementation."""
+
+    def mark(solution: Callable) -> Callable:
+        solution.uses = package_code
+        return solution
+
+    return mark
