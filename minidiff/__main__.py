@@ -71,10 +71,10 @@ def _check_out_dir(path: Path) -> None:
 
 def _check_out_file(path: Path) -> None:
     """Before sampling: --out must name a picture file of a known format in a writable folder."""
-    if path.suffix.lower().lstrip(".") not in IMAGE_FORMATS:
-        raise ValueError(f"--out {path}: unknown picture format {path.suffix!r}; use .{', .'.join(IMAGE_FORMATS)}")
     if path.is_dir():
         raise IsADirectoryError(f"--out {path} is a folder; name the picture file to write, e.g. {path}/samples.png")
+    if path.suffix.lower().lstrip(".") not in IMAGE_FORMATS:
+        raise ValueError(f"--out {path}: unknown picture format {path.suffix!r}; use .{', .'.join(IMAGE_FORMATS)}")
     _check_out_dir(path.parent if str(path.parent) else Path("."))
 
 

@@ -269,9 +269,17 @@ _FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
 
 def _check_header(path: Path, header: dict[str, Any], tensors: dict[str, Tensor]) -> None:
     """Raise CheckpointError naming the file and the first field that is missing or malformed."""
+    if header.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: header field 'format' must be {FORMAT!r}, got {header.get('format')!r:.80}")
     for name, (types, expected) in _FIELDS.items():
         if name not in header or not isinstance(header[name], types) or isinstance(header[name], bool):
             raise CheckpointError(f"{path}: header field {name!r} must be {expected}, got {header.get(name)!r:.80}")
+    if header["step"] < 0:
+        raise CheckpointError(f"{path}: header field 'step' must be a non-negative integer, got {header['step']}")
+    shape = header["sample_shape"]
+    if shape is not None and not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
+        expected = "a list of positive integers"
+        raise CheckpointError(f"{path}: header field 'sample_shape' must be {expected}, got {shape!r:.80}")
     model = header["model"]
     if not isinstance(model.get("class"), str) or not isinstance(model.get("config"), dict):
         raise CheckpointError(f"{path}: header field 'model' must be {_FIELDS['model'][1]}, got {model!r:.80}")
@@ -282,6 +290,12 @@ def _check_header(path: Path, header: dict[str, Any], tensors: dict[str, Tensor]
             raise CheckpointError(f"{path}: header field 'denoiser' must be {expected}, got {denoiser!r:.80}")
         if "schedule.betas" not in tensors:
             raise CheckpointError(f"{path}: a denoiser's checkpoint needs a 'schedule.betas' tensor, and has none")
+        schedule, T = denoiser["schedule"], len(tensors["schedule.betas"])
+        if not isinstance(schedule.get("name"), str) or schedule.get("T") != T:
+            raise CheckpointError(
+                f"{path}: header field 'denoiser' must be an object whose schedule has a name and T = {T} "
+                f"(the length of 'schedule.betas'), got {schedule!r:.80}"
+            )
 
 
 def _model_with_weights(

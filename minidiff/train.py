@@ -346,10 +346,12 @@ def _restore(run: _Run, path: Path) -> None:
 def _check_same_run(path: Path, meta: dict, run: _Run) -> None:
     """Raise CheckpointError naming every setting in which the saved run differs from `run`."""
     saved, ours = meta.get("train", {}), asdict(run.config)
+    # a one-cycle schedule is laid out over the run's total steps: those cannot change on resume
+    resumable = RESUMABLE_CHANGES if run.config.lr_schedule == "constant" else ("checkpoint_every",)
     differences = [
         f"{k}: checkpoint {saved.get(k)!r}, now {v!r}"
         for k, v in ours.items()
-        if k not in RESUMABLE_CHANGES and saved.get(k) != v
+        if k not in resumable and saved.get(k) != v
     ]
     if meta.get("objective") != run.objective.describe():
         differences.append(f"objective: checkpoint {meta.get('objective')}, now {run.objective.describe()}")
@@ -363,5 +365,6 @@ def _data_id(data: tuple[Tensor, ...]) -> dict:
     """The number of samples and a short hash of every data tensor (conditions included)."""
     h = hashlib.sha256()
     for x in data:
+        h.update(f"{x.dtype}{list(x.shape)}".encode())
         h.update(x.detach().cpu().contiguous().view(torch.uint8).numpy())
     return {"n": len(data[0]), "tensors": len(data), "sha256": h.hexdigest()[:16]}

@@ -12,10 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from minidiff.checkpoint import load_checkpoint
 from minidiff.classifier import (
     CLASSIFIER_RECIPES,
     MANIFEST,
     WEIGHTS_DIR,
+    ClassifierObjective,
     WeightsError,
     accuracy,
     classifier_data,
@@ -24,10 +26,13 @@ from minidiff.classifier import (
     random_shift,
     save_classifier,
     train_classifier,
+    training_config,
     weights_file,
 )
 from minidiff.data import ShapesDataset
 from minidiff.metrics import ImageMetric, frechet_distance, label_entropy, saturation
+from minidiff.nn.classifier import Classifier
+from minidiff.train import train
 
 MIN_ACCURACY = {"digits": 0.97, "shapes": 0.98}
 
@@ -126,7 +131,7 @@ def test_shipped_classifier_is_small_and_trained_with_the_current_recipe(name):
     assert sum(p.numel() for p in model.parameters()) <= 100_000
     assert (WEIGHTS_DIR / weights_file(name)).stat().st_size <= 1_000_000
     assert manifest_entry(name)["recipe"] == json.loads(json.dumps(dataclasses.asdict(CLASSIFIER_RECIPES[name]))), (
-        f"the {name} recipe changed since the weights were trained: `python -m minidiff.classifier train {name}`"
+        f"the {name} recipe changed since the weights were trained: `python -m minidiff classifier {name}`"
     )
     assert model.features(torch.zeros(2, *model_input_shape(name))).shape == (2, model.config.widths[-1])
 
@@ -152,6 +157,53 @@ def test_a_modified_weights_file_is_refused(tmp_path):
         load_classifier("digits", tmp_path)
     with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
         load_classifier("mnist")
+
+
+@pytest.mark.parametrize("name", CLASSIFIER_RECIPES)
+def test_shipped_weights_are_minidiff_checkpoints(name):
+    ckpt = load_checkpoint(WEIGHTS_DIR / weights_file(name))  # the one checkpoint format, no pickle
+    configs = (ckpt.model.config, CLASSIFIER_RECIPES[name].config)
+    as_json = [json.loads(json.dumps(dataclasses.asdict(c))) for c in configs]
+    assert type(ckpt.model) is Classifier and as_json[0] == as_json[1]  # (the configs' own equality: the next test)
+    assert not ckpt.is_denoiser and ckpt.meta["dataset"] == name
+    shipped = load_classifier(name)
+    for (key, p), q in zip(ckpt.model.state_dict().items(), shipped.state_dict().values(), strict=True):
+        assert torch.equal(p, q), key
+
+
+def test_a_loaded_classifier_has_the_recipes_config():
+    config = load_checkpoint(WEIGHTS_DIR / weights_file("digits")).model.config
+    assert config == CLASSIFIER_RECIPES["digits"].config and hash(config) == hash(CLASSIFIER_RECIPES["digits"].config)
+
+
+def test_weights_of_another_recipe_are_refused(tmp_path):
+    save_classifier(Classifier(CLASSIFIER_RECIPES["shapes"].config), "digits", {"steps": 0}, tmp_path)
+    expected = r"another config.*in_channels: checkpoint 3, model 1.*digits classifier's recipe"
+    with pytest.raises(WeightsError, match=expected):
+        load_classifier("digits", tmp_path)
+
+
+def test_the_recipe_trains_on_the_engine_and_labels_are_checked():
+    recipe = CLASSIFIER_RECIPES["digits"]
+    config = training_config(recipe)
+    assert (config.steps, config.batch_size, config.lr, config.seed) == (
+        recipe.steps,
+        recipe.batch_size,
+        recipe.lr,
+        recipe.seed,
+    )
+    assert (config.lr_schedule, config.grad_clip, config.ema_decay, config.weight_decay) == (
+        "one_cycle",
+        None,
+        0.0,
+        1e-4,
+    )
+    data = classifier_data("digits", "train")
+    model = Classifier(recipe.config)
+    with pytest.raises(ValueError, match="labels an int64 tensor"):
+        train(model, (data.images, data.labels.float()), ClassifierObjective(1), config)
+    with pytest.raises(ValueError, match=r"data must be \(images, labels\)"):
+        train(model, data.images, ClassifierObjective(1), config)
 
 
 def test_training_recipe_learns_and_saves(tmp_path):

@@ -1,9 +1,17 @@
 """Exercise checks accept the reference solutions and name the usual mistakes."""
 
+import importlib
+import json
+import pkgutil
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
 from minidiff import exercises as ex
+
+NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 
 
 @pytest.mark.parametrize(
@@ -93,3 +101,50 @@ def test_show_solution(capsys):
     assert "def solution_q_sample" in capsys.readouterr().out
     with pytest.raises(ValueError, match="unknown exercise 'nope'.*q_sample"):
         ex.show_solution("nope")
+
+
+def test_show_solution_prints_the_package_function_where_the_exercise_is_one(capsys):
+    ex.show_solution("x0_from_eps")
+    out = capsys.readouterr().out
+    assert "# minidiff.forward.x0_from_eps" in out and "def x0_from_eps" in out
+    ex.show_solution("timestep_embedding")
+    assert "def timestep_embedding" in capsys.readouterr().out
+
+
+def test_show_solution_prints_the_package_code_a_wrapper_calls(capsys):
+    ex.show_solution("kl")
+    out = capsys.readouterr().out
+    assert "def solution_kl" in out and "# minidiff.nn.vae.DiagonalGaussian.kl" in out and "def kl(self)" in out
+    ex.show_solution("alpha_bar")
+    out = capsys.readouterr().out
+    assert "def solution_alpha_bar" in out and "torch.cumprod" in out
+
+
+LESSONS = [m.name for m in pkgutil.iter_modules(ex.__path__) if not m.name.startswith("_")]
+
+
+def test_one_module_per_notebook():
+    notebooks = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    assert LESSONS == [f"l{stem}" for stem in notebooks]
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_every_check_has_a_solution_and_both_are_exported(lesson):
+    module = importlib.import_module(f"minidiff.exercises.{lesson}")
+    checks = {n.removeprefix("check_") for n in vars(module) if n.startswith("check_")}
+    solutions = {n.removeprefix("solution_") for n in vars(module) if n.startswith("solution_")}
+    assert checks and checks == solutions
+    for name in checks:
+        assert getattr(ex, f"check_{name}") is getattr(module, f"check_{name}")
+        assert getattr(ex, f"solution_{name}") is getattr(module, f"solution_{name}")
+        assert {f"check_{name}", f"solution_{name}"} <= set(ex.__all__)
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
+def test_the_notebooks_use_only_existing_exercises(path, capsys):
+    source = "\n".join("".join(cell["source"]) for cell in json.loads(path.read_text())["cells"])
+    for name in re.findall(r"\bex\.(\w+)", source):
+        assert hasattr(ex, name), f"{path.name} uses ex.{name}"
+    for name in re.findall(r"show_solution\(\"(\w+)\"\)", source):
+        ex.show_solution(name)
+        assert "def " in capsys.readouterr().out

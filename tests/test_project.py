@@ -2,10 +2,10 @@
 are the Makefile's, and the fast-mode switch works."""
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from minidiff import budget, fast_mode
 

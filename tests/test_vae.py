@@ -5,27 +5,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import shutil
 
 import pytest
 import torch
 
-from minidiff.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    load_model,
-    model_from_config,
-    save_checkpoint,
-    save_model,
-)
+from minidiff.checkpoint import CheckpointError, load_checkpoint, model_from_config, save_checkpoint
 from minidiff.data import ShapesDataset
+from minidiff.files import WeightsError, record_in_manifest, sha256_of
 from minidiff.nn import UNet, UNetConfig
-from minidiff.nn.vae import VAE, DiagonalGaussian, VAEConfig, vae_loss
-from minidiff.pretrained import WeightsError, list_vaes, load_vae, publish_vae, vae_info
-from minidiff.recipes import get_recipe
+from minidiff.nn.vae import VAE, DiagonalGaussian, VAEConfig, VAEObjective, reconstruction_mse, vae_loss
+from minidiff.pretrained import VAE_MANIFEST, list_vaes, load_vae, vae_info
+from minidiff.publish import publish_vae
+from minidiff.recipes import get_recipe, train_recipe
 from minidiff.schedules import NoiseSchedule
-from minidiff.train import CHECKPOINT, MODEL, TrainConfig
-from minidiff.train_vae import reconstruction_mse, train_vae
+from minidiff.train import CHECKPOINT, MODEL, TrainConfig, train
 
 TINY = VAEConfig(channels=8, channel_mults=(1, 2, 2), groups=4)  # factor 4, like the shipped one
 
@@ -113,7 +108,7 @@ def test_scale_factor_gives_unit_variance_and_is_saved_with_the_weights(tmp_path
         scaled = vae.encode(x).mean * vae.scale_factor
     assert scaled.double().std().item() == pytest.approx(1.0, abs=1e-5)
     assert "scale_factor" in vae.state_dict()
-    loaded = load_model(save_model(tmp_path / "vae.safetensors", vae)).model
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "vae.safetensors", vae)).model
     assert loaded.scale_factor.item() == vae.scale_factor.item()
 
 
@@ -124,45 +119,55 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path):
             p.add_(0.05 * torch.randn_like(p))
     vae.scale_factor.fill_(0.7)
     assert type(model_from_config(TINY)) is VAE
-    path = save_model(
+    path = save_checkpoint(
         tmp_path / "vae.safetensors", vae, step=7, meta={"note": "hi"}, extra={"state.a": torch.arange(3)}
     )
-    saved = load_model(path)
+    saved = load_checkpoint(path)
     assert type(saved.model) is VAE and saved.model.config == TINY and not saved.model.training
     assert (saved.step, saved.meta) == (7, {"note": "hi"}) and torch.equal(saved.extra["state.a"], torch.arange(3))
+    assert saved.schedule is None and saved.prediction is None and not saved.is_denoiser  # no noise schedule
     x = images(2)
     with torch.no_grad():
         assert torch.equal(saved.model.encode(x).mean, vae.encode(x).mean)
         assert torch.equal(saved.model.decode(vae.encode(x).mean), vae.decode(vae.encode(x).mean))
     target = tiny_vae(seed=5)
-    assert load_model(path, model=target).model is target and torch.equal(target.scale_factor, vae.scale_factor)
+    assert load_checkpoint(path, model=target).model is target and torch.equal(target.scale_factor, vae.scale_factor)
 
 
 def test_corrupt_files_and_other_models_are_refused(tmp_path):
-    path = save_model(tmp_path / "vae.safetensors", tiny_vae())
+    path = save_checkpoint(tmp_path / "vae.safetensors", tiny_vae())
     data = path.read_bytes()
     (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
-        load_model(tmp_path / "cut.safetensors")
-    with pytest.raises(FileNotFoundError, match="no model file"):
-        load_model(tmp_path / "missing.safetensors")
+        load_checkpoint(tmp_path / "cut.safetensors")
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "missing.safetensors")
     with pytest.raises(CheckpointError, match="width|another config.*channels: checkpoint 8, model 16"):
-        load_model(path, model=VAE(dataclasses.replace(TINY, channels=16)))
+        load_checkpoint(path, model=VAE(dataclasses.replace(TINY, channels=16)))
     unet_config = UNetConfig(channels=8, channel_mults=(1, 2), blocks_per_level=1, groups=4, heads=2)
     with pytest.raises(CheckpointError, match="holds a VAE model, but the model given is a UNet"):
-        load_model(path, model=UNet(unet_config))
-    with pytest.raises(CheckpointError, match="a model without a noise schedule.*read it with load_model"):
-        load_checkpoint(path)  # a VAE file has no noise schedule
+        load_checkpoint(path, model=UNet(unet_config))
+    vae_file = load_checkpoint(path)  # a VAE file has no noise schedule: no sampler can take it
+    assert not vae_file.is_denoiser
+    with pytest.raises(CheckpointError, match="this checkpoint holds a VAE, not a diffusion model"):
+        _ = vae_file.eps_model
     diffusion = save_checkpoint(tmp_path / "unet.safetensors", UNet(unet_config), NoiseSchedule.linear(10), (1, 8, 8))
-    with pytest.raises(CheckpointError, match="is a diffusion model checkpoint.*load_checkpoint"):
-        load_model(diffusion)
+    assert load_checkpoint(diffusion).is_denoiser  # a diffusion model's file is one
+    with pytest.raises(CheckpointError, match="holds a UNet model, but the model given is a VAE"):
+        load_checkpoint(diffusion, model=tiny_vae())
+    weights = tmp_path / "weights"  # a diffusion model listed as a VAE is refused by load_vae
+    weights.mkdir()
+    (weights / "unet.safetensors").write_bytes(diffusion.read_bytes())
+    record_in_manifest(weights, VAE_MANIFEST, "unet.safetensors", {"sha256": sha256_of(diffusion.read_bytes())})
+    with pytest.raises(CheckpointError, match="unet.safetensors holds a UNet, not a VAE"):
+        load_vae("unet", weights_dir=weights)
 
 
 def test_training_lowers_the_loss():
     vae, x = tiny_vae(), images(64)
     config = TrainConfig(steps=16, batch_size=8, lr=5e-3, warmup=3, ema_decay=0.8)
     seen = []
-    ema, losses = train_vae(vae, x, config, callback=lambda *a: seen.append(a))
+    ema, losses = train(vae, x, VAEObjective(), config, callbacks=[lambda *a: seen.append(a)])
     assert [s for s, _ in losses] == list(range(1, 17)) and [(s, l) for s, l, _ in seen] == losses
     first, last = (sum(l for _, l in part) / 5 for part in (losses[:5], losses[-5:]))
     assert last < 0.7 * first
@@ -171,31 +176,64 @@ def test_training_lowers_the_loss():
 
 
 def test_an_interrupted_run_resumed_ends_where_an_uninterrupted_one_does(tmp_path):
-    x, held = images(32), images(8, seed=1)
+    x = images(32)
     config = TrainConfig(steps=6, batch_size=8, warmup=2, checkpoint_every=2)
     straight = tiny_vae()
-    ema, losses = train_vae(straight, x, config, heldout=held, out_dir=tmp_path / "a")
+    ema, losses = train(straight, x, VAEObjective(), config, out_dir=tmp_path / "a")
 
     def crash_at_5(step, loss, ema):
         if step == 5:
             raise Crash  # the last checkpoint is step 4's
 
     with pytest.raises(Crash):
-        train_vae(tiny_vae(), x, config, out_dir=tmp_path / "b", callback=crash_at_5)
-    assert load_model(tmp_path / "b" / CHECKPOINT).step == 4
+        train(tiny_vae(), x, VAEObjective(), config, out_dir=tmp_path / "b", callbacks=[crash_at_5])
+    assert load_checkpoint(tmp_path / "b" / CHECKPOINT).step == 4
     resumed = tiny_vae(seed=123)  # other initial weights: the checkpoint's must win
-    ema_b, losses_b = train_vae(resumed, x, config, heldout=held, out_dir=tmp_path / "b", resume=True)
+    ema_b, losses_b = train(resumed, x, VAEObjective(), config, out_dir=tmp_path / "b", resume=True)
     assert losses_b == losses
     for a, b in [(straight, resumed), (ema, ema_b)]:
         for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
             assert torch.equal(p, q), name
-    final = load_model(tmp_path / "b" / MODEL)
+    final = load_checkpoint(tmp_path / "b" / MODEL)
     assert final.step == 6 and final.model.scale_factor.item() == final.meta["scale_factor"] != 1.0
-    assert final.meta["heldout_mse"] == pytest.approx(reconstruction_mse(ema, held))
+    assert final.meta["scale_factor"] == ema_b.scale_factor.item()
+    kl = final.meta["terms"]["kl"]  # the KL of every step, resumed with the run
+    assert len(kl) == 6 and kl == load_checkpoint(tmp_path / "a" / MODEL).meta["terms"]["kl"] and min(kl) > 0
     with pytest.raises(FileExistsError, match="already holds a run"):
-        train_vae(tiny_vae(), x, config, out_dir=tmp_path / "b")
+        train(tiny_vae(), x, VAEObjective(), config, out_dir=tmp_path / "b")
     with pytest.raises(CheckpointError, match=r"lr: checkpoint 0\.001, now 0\.002.*data: checkpoint"):
-        train_vae(tiny_vae(), x + 0.5, dataclasses.replace(config, lr=2e-3), out_dir=tmp_path / "b", resume=True)
+        train(
+            tiny_vae(),
+            x + 0.5,
+            VAEObjective(),
+            dataclasses.replace(config, lr=2e-3),
+            out_dir=tmp_path / "b",
+            resume=True,
+        )
+    with pytest.raises(CheckpointError, match=rf"kl_weight: checkpoint {TINY.kl_weight}, model 0.5"):  # in the config
+        train(
+            tiny_vae(dataclasses.replace(TINY, kl_weight=0.5)),
+            x,
+            VAEObjective(),
+            config,
+            out_dir=tmp_path / "b",
+            resume=True,
+        )
+
+
+def test_a_vae_recipe_reports_the_held_out_reconstruction_error(capsys):
+    """The held-out MSE (once in model.safetensors' meta) is what `train_recipe` prints at the end of a VAE's run."""
+    recipe = dataclasses.replace(
+        get_recipe("vae_shapes"),
+        n=8,
+        model=dataclasses.replace(TINY, channels=4, groups=2),
+        training=TrainConfig(steps=2, batch_size=4, warmup=1, checkpoint_every=2),
+    )
+    ema = train_recipe(recipe, device="cpu").ema
+    held = recipe.load_heldout()
+    printed = re.search(r"reconstruction MSE on (\d+) held-out images: ([0-9.]+)", capsys.readouterr().out)
+    assert printed and int(printed[1]) == len(held)
+    assert float(printed[2]) == pytest.approx(reconstruction_mse(ema, held), abs=1e-5)
 
 
 def test_publish_and_load_a_shipped_vae(tmp_path):
@@ -205,7 +243,7 @@ def test_publish_and_load_a_shipped_vae(tmp_path):
         load_vae("vae_shapes", weights_dir=weights)
     config = TrainConfig(steps=2, batch_size=4, warmup=1, checkpoint_every=2)
     vae, x = tiny_vae(dataclasses.replace(TINY, channels=4, groups=2)), images(8, 32)
-    train_vae(vae, x, config, out_dir=tmp_path / "run")
+    train(vae, x, VAEObjective(), config, out_dir=tmp_path / "run")
     with pytest.raises(CheckpointError, match="no scale factor yet"):
         publish_vae(tmp_path / "run" / CHECKPOINT, "tiny", "vae_shapes", "1 s", n_heldout=4, weights_dir=weights)
     entry = publish_vae(tmp_path / "run" / MODEL, "tiny", "vae_shapes", "1 s", n_heldout=4, weights_dir=weights)
@@ -221,7 +259,9 @@ def test_publish_and_load_a_shipped_vae(tmp_path):
     held = ShapesDataset(4, 32, seed=1).images
     assert entry["metric"]["heldout_mse"] == pytest.approx(reconstruction_mse(loaded, held))
     assert (
-        loaded.scale_factor.item() == entry["scale_factor"] == load_model(tmp_path / "run" / MODEL).meta["scale_factor"]
+        loaded.scale_factor.item()
+        == entry["scale_factor"]
+        == load_checkpoint(tmp_path / "run" / MODEL).meta["scale_factor"]
     )
     copy = tmp_path / "copy"
     shutil.copytree(weights, copy)

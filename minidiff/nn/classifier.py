@@ -26,6 +26,7 @@ class ClassifierConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        object.__setattr__(self, "widths", tuple(self.widths))  # a list when read back from JSON
 
 
 class Classifier(nn.Module):
