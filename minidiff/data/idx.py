@@ -169,7 +169,7 @@ def _download(url: str, dest: Path, digest: str) -> None:
     deadline = time.monotonic() + DOWNLOAD_DEADLINE
     try:
         with urllib.request.urlopen(url, timeout=_TIMEOUT) as response:
-            while chunk := response.read(1 << 16):
+            while chunk := response.read1(1 << 16):  # whatever has arrived, so the deadline is checked often
                 hasher.update(chunk)
                 chunks.append(chunk)
                 if time.monotonic() > deadline:
