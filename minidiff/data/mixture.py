@@ -50,10 +50,10 @@ class GaussianMixture:
 
     def noised(self, alpha_bar: Tensor) -> tuple[Tensor, Tensor]:
         """Means (B, K, d) and covariances (B, K, d, d) of p_t for per-sample ᾱ of shape (B,)."""
-        ab = alpha_bar.to(torch.float64)[:, None, None]  # (B, 1, 1)
-        means = ab.sqrt() * self.means  # (B, K, d)
-        eye = torch.eye(self.dim, dtype=torch.float64)
-        covs = ab[..., None] * self.covs + (1 - ab[..., None]) * eye  # (B, K, d, d)
+        ab = alpha_bar.to(torch.float64)[:, None, None]  # (B, 1, 1), on alpha_bar's device
+        means = ab.sqrt() * self.means.to(ab.device)  # (B, K, d)
+        eye = torch.eye(self.dim, dtype=torch.float64, device=ab.device)
+        covs = ab[..., None] * self.covs.to(ab.device) + (1 - ab[..., None]) * eye  # (B, K, d, d)
         return means, covs
 
     def _log_components(self, x: Tensor, means: Tensor, covs: Tensor) -> tuple[Tensor, Tensor]:
@@ -63,7 +63,7 @@ class GaussianMixture:
         mahalanobis = (diff * solved).sum(-1)  # (B, K)
         logdet = torch.linalg.slogdet(covs).logabsdet  # (B, K)
         log_norm = -0.5 * (self.dim * torch.log(torch.tensor(2 * torch.pi, dtype=torch.float64)) + logdet)
-        return self.weights.log() + log_norm - 0.5 * mahalanobis, solved
+        return self.weights.to(x.device).log() + log_norm - 0.5 * mahalanobis, solved
 
     def log_prob(self, x: Tensor, alpha_bar: Tensor | None = None) -> Tensor:
         """log p(x) of the data (alpha_bar None) or of the noised marginal p_t, shape (B,)."""
@@ -86,7 +86,7 @@ class GaussianMixture:
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape (B, {self.dim}), got {tuple(x.shape)}")
         if alpha_bar is None:
-            alpha_bar = torch.ones(x.shape[0], dtype=torch.float64)
+            alpha_bar = torch.ones(x.shape[0], dtype=torch.float64, device=x.device)
         return self.noised(alpha_bar.to(x.device))
 
     def eps_model(self, schedule: NoiseSchedule):
