@@ -216,7 +216,10 @@ def ddim_step(
 ) -> tuple[Tensor, Tensor]:
     """One DDIM update (Song et al. 2021, arXiv:2010.02502, eq. 12) of the VP state x_t from
     noise level σ to σ_next, either way; returns (x_next, x̂0). η scales the fresh noise σ_t(η)
-    of eq. 16 (0: deterministic; 1: DDPM's posterior noise)."""
+    of eq. 16 (0: deterministic; 1: DDPM's posterior noise); noise is only added going down."""
+    _check_eta(eta)
+    if eta and not sigma_next < sigma:
+        raise ValueError(f"eta > 0 adds noise, which needs a step down: got σ = {sigma} → σ_next = {sigma_next}")
     ab_t, ab_s = _alpha_bar(sigma), _alpha_bar(sigma_next)
     eps = _eps(model, x_t, schedule, sigma)
     x0_hat = x0_from_eps(x_t, eps, x_t.new_tensor(ab_t))  # eq. 12, "predicted x0"
@@ -405,7 +408,7 @@ def heun(
     Second order, at two model calls per step (2·steps - 1 in all: the last step, to
     σ = 0, has no slope to correct with and stays an Euler step). The trapezoid rule is
     taken in σ, so a step across orders of magnitude of σ goes badly wrong: e.g. the
-    first "trailing" step of the cosine schedule, σ ≈ 20 000 → 20. Use "karras" spacing
+    first "trailing" step of the cosine schedule, σ ≈ 20 000 → 6 with 10 steps. Use "karras" spacing
     there. Deterministic; `generator` is accepted for a common signature and not used.
     Args as `ddpm`.
     """
