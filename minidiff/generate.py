@@ -17,6 +17,7 @@ images whoever asks. The steps it takes, each a function of its own module:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,8 +57,8 @@ def generate(
     batch_size: int = 256,
     **sampler_kwargs,
 ) -> Tensor:
-    """n samples from a trained diffusion model: images (n, C, H, W) in [-1, 1] (decoded by the
-    model's VAE if it is a latent model), or points (n, D) for a 2-D toy model.
+    """n samples from a trained diffusion model: images (n, C, H, W) clamped to [-1, 1] (decoded
+    by the model's VAE if it is a latent model), or points (n, D) for a 2-D toy model.
 
     Args:
         model:      a loaded checkpoint (`load_checkpoint`, `load_pretrained`) or a shipped model's name
@@ -103,8 +104,15 @@ def generate(
                               generator=g, **sampler_kwargs))
     x0 = torch.cat(batches)
     if ckpt.vae is not None:
-        x0 = decode(load_vae(ckpt.vae, device=device), x0)
-    return x0.clamp(-1, 1) if x0.ndim == 4 else x0
+        x0 = decode(_vae(ckpt.vae, device), x0)
+    is_image = x0.ndim == 4 and x0.shape[1] in (1, 3)  # (latents without a VAE, points: as sampled)
+    return x0.clamp(-1, 1) if is_image else x0
+
+
+@functools.lru_cache(maxsize=4)
+def _vae(name: str, device: torch.device) -> nn.Module:
+    """A shipped VAE, loaded (and its sha256 checked) once per process and device."""
+    return load_vae(name, device=device)
 
 
 def condition(net: nn.Module, n: int, label: Label | None = None, prompt: Prompt | None = None) -> Tensor | None:

@@ -1,7 +1,7 @@
 """Classifier-free guidance (Ho & Salimans 2022, arXiv:2207.12598): steer a conditional
 denoiser by how much its prediction changes when the condition is removed.
 
-One network, trained with the condition dropped now and then (`TrainConfig.p_uncond`),
+One network, trained with the condition dropped now and then (`DiffusionObjective.p_uncond`),
 predicts both ε(x_t, t, y) and ε(x_t, t, ∅). Guidance extrapolates from the second past
 the first:
 
