@@ -2,14 +2,18 @@
 # make test   — same set-up, then the unit tests and every notebook under nbval (fast mode)
 # make unit   — the unit tests alone (fast mode), for quick work
 # make lint   — ruff, and the package's layers (lint-imports, contracts in pyproject.toml)
-# make lab    — open JupyterLab on the course
+# make lab    — open JupyterLab on the course (LAB_FLAGS=--no-browser on a remote machine)
 #
-# TORCH picks the PyTorch build pip installs first (e.g. TORCH='torch==2.13.0' for a
-# CPU-only wheel); PYTHON picks the interpreter that creates .venv. THREADS pins torch's threads
-# (the notebooks' kernels inherit it), so that run times are steady.
+# TORCH picks the PyTorch build pip installs first. Plain `torch` from PyPI is, on Linux, a CUDA
+# build of several GB; on a laptop without a GPU, TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# takes the CPU-only build from the PyTorch project's CPU wheel index (a few hundred MB); CI pins
+# TORCH='torch==2.13.0'. PYTHON picks the interpreter that creates .venv. THREADS pins torch's
+# threads (the notebooks' kernels inherit it), so that run times are steady.
 
 PYTHON ?= python3
 TORCH ?= torch>=2.1
+TORCH_INDEX ?=
+LAB_FLAGS ?=
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -23,6 +27,7 @@ export MKL_NUM_THREADS := $(THREADS)
 .PHONY: course test unit lab lint clean
 
 course: $(HTML)
+	@$(BIN)/python -m minidiff.run_course --report build/course
 
 build/course/%.html: notebooks/%.ipynb $(PACKAGE) $(STAMP)
 	@$(BIN)/python -m minidiff.run_course $< --out build/course
@@ -34,7 +39,7 @@ unit: $(STAMP)
 	MINIDIFF_FAST=1 $(BIN)/python -m pytest -q tests
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks
+	$(BIN)/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_FLAGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check minidiff tests benchmarks
@@ -43,8 +48,11 @@ lint: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@echo "Installing PyTorch ($(TORCH)$(if $(TORCH_INDEX), from $(TORCH_INDEX))): a CUDA build from PyPI is several GB;"
+	@echo "  for the CPU-only build: make $(MAKECMDGOALS) TORCH_INDEX=https://download.pytorch.org/whl/cpu"
+	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
+	@echo "Installing minidiff and the course's packages (editable)"
+	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
 clean:

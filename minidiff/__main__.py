@@ -111,7 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     sampler.add_argument("--steps", type=_positive_int, default=50, help="sampling steps (default: 50)")
     sampler.add_argument("--n", type=_positive_int, default=64, help="number of samples (default: 64)")
     sampler.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
-    sampler.add_argument("--out", type=Path, default=Path("samples.png"), help="PNG file (default: samples.png)")
+    sampler.add_argument(
+        "--out", type=Path, default=Path("runs/samples.png"), help="picture file (default: runs/samples.png)"
+    )
     sampler.add_argument("--label", type=int, help="class to draw, for a class-conditional model (e.g. 3)")
     sampler.add_argument("--prompt", help='caption to draw, for a text-conditional model (e.g. "a large red star")')
     sampler.add_argument(
@@ -148,12 +150,24 @@ def _train(args: argparse.Namespace) -> None:
 
 def _sample(args: argparse.Namespace) -> None:
     _check_out_file(args.out)
+    _check_finished(args.checkpoint)
     ckpt = load_checkpoint(args.checkpoint, device=args.device or default_device())
     images = generate(
         ckpt, args.n, sampler=args.sampler, steps=args.steps, label=args.label, prompt=args.prompt,
         guidance=args.guidance, seed=args.seed,
     )
     print(f"{args.n} samples ({args.sampler}, {args.steps} steps) → {save_samples(images, args.out)}")
+
+
+def _check_finished(checkpoint: Path) -> None:
+    """A run's model.safetensors is written when it ends; name what to do if only its last.safetensors exists."""
+    last = checkpoint.with_name(CHECKPOINT)
+    if not checkpoint.exists() and checkpoint.name == MODEL and last.is_file():
+        raise FileNotFoundError(
+            f"no {checkpoint}: the run in {checkpoint.parent} has not finished. Finish it with `python -m minidiff "
+            f"train --recipe NAME --out {checkpoint.parent} --resume`, or sample from where it stopped with "
+            f"--checkpoint {last}"
+        )
 
 
 def _classifier(args: argparse.Namespace) -> None:

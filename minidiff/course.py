@@ -4,15 +4,22 @@
 running the notebooks gets the full budgets. Lessons call `budget(fast=…, full=…)` for
 every size that depends on it, instead of branching on a flag themselves.
 
-`python -m minidiff.run_course NOTEBOOK… --out DIR` runs notebooks headlessly (`make course`).
+`claim(...)` backs each quantitative sentence of a lesson with a check of what the lesson
+measured. `python -m minidiff.run_course NOTEBOOK… --out DIR` runs notebooks headlessly
+(`make course`) and reports every claim.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import sys
+from collections.abc import Iterable
 from typing import TypeVar
 
 import torch
+from tqdm.auto import tqdm as tqdm_auto
+from tqdm.std import tqdm as tqdm_std
 
 T = TypeVar("T")
 
@@ -34,3 +41,62 @@ def default_device() -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+# ----- progress bars ---------------------------------------------------------------------------
+TERMINAL_PROGRESS = "MINIDIFF_TERMINAL_PROGRESS"  # set by the course runner: bars go to its terminal
+
+
+def progress(iterable: Iterable[T], **kwargs) -> Iterable[T]:
+    """A tqdm progress bar over `iterable`: the notebook's own bar in Jupyter, a text bar in a
+    terminal; under the headless course runner, a text bar on the runner's terminal (the
+    kernel's real stderr), so that a learner running `make course` sees the training advance."""
+    if os.environ.get(TERMINAL_PROGRESS):
+        return tqdm_std(iterable, file=sys.__stderr__, mininterval=2.0, **kwargs)
+    return tqdm_auto(iterable, **kwargs)
+
+
+# ----- claims: every number a lesson's prose states, checked against what the lesson measured -----
+CLAIMS_LOG = "MINIDIFF_CLAIMS"  # environment variable: a file where each claim's status is recorded
+
+
+class ClaimError(AssertionError):
+    """A sentence of a lesson that its own measurement contradicts."""
+
+
+def claim(statement: str, holds: bool, measured: object, *, full_only: bool = False) -> bool:
+    """Check a quantitative sentence of a lesson against the value the lesson just measured.
+
+        claim("SNR drops below 1 before t = 260", t_cross < 260, f"crossing at t = {t_cross}")
+
+    Prints ✓ with the measured value when it holds. When it does not, raises ClaimError (the
+    lesson stops, and `make course` fails loudly) — unless `full_only` and this is fast mode,
+    whose smaller budgets cannot support the sentence: then it says the claim is checked in
+    full mode only. Each claim's status is appended to the file named by $MINIDIFF_CLAIMS, if
+    set (the course runner sets it and reports all claims at the end).
+
+    Args:
+        statement: the claim in words, as the prose makes it
+        holds:     whether the measurement supports it (a bool, or a one-element tensor)
+        measured:  what was measured, shown next to the verdict (a number or a short text)
+        full_only: the claim needs full mode's budgets
+    Returns True when the claim holds, False when it is left to full mode.
+    """
+    holds = bool(holds)
+    shown = f"{measured:.4g}" if isinstance(measured, float) else str(measured)
+    status = "held" if holds else "full-only" if full_only and fast_mode() else "failed"
+    _record(statement, status, shown)
+    if status == "failed":
+        raise ClaimError(f"✗ the lesson says: {statement} — but it measured {shown}")
+    if holds:
+        print(f"✓ {statement} (measured: {shown})")
+    else:
+        print(f"· {statement}: checked in full mode only (fast mode: {shown})")
+    return holds
+
+
+def _record(statement: str, status: str, measured: str) -> None:
+    path = os.environ.get(CLAIMS_LOG)
+    if path:
+        with open(path, "a", encoding="utf-8") as f:  # one JSON line per claim, appended as the lesson runs
+            f.write(json.dumps({"claim": statement, "status": status, "measured": measured}) + "\n")

@@ -1,58 +1,155 @@
 """Run course notebooks headlessly, in order: `python -m minidiff.run_course NOTEBOOK… --out DIR`.
 
-`make course` calls it for each notebook that changed. It prints one line per notebook (name,
-seconds, ok/FAILED) and writes the executed notebook and an HTML page to DIR.
+`make course` calls it for each notebook that changed, then `--report DIR` for the summary.
+For each notebook it shows progress while it runs (cell i of n, the time so far, and the
+training bars of the package in the terminal), then prints one line (name, seconds, ok/FAILED,
+claims), and writes the executed notebook and an HTML page to DIR. The pages work offline:
+MathJax comes from a local copy (the `jupyter-server-mathjax` package) in DIR/mathjax.
+
+Every `minidiff.claim(...)` a lesson makes is recorded in DIR/<lesson>.claims.jsonl; the
+report lists them all, and a claim that failed fails the run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+from minidiff.course import CLAIMS_LOG, TERMINAL_PROGRESS
 from minidiff.files import write_atomic
+
+PROGRESS_EVERY = 15  # seconds between progress lines in a log (on a terminal: one line, updated)
+MATHJAX = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"  # relative to the pages
 
 
 def run_notebook(path: Path, out_dir: Path, timeout: int = 1800) -> tuple[bool, float]:
-    """Execute one notebook headlessly (in its own folder) and write the executed .ipynb
-    and an .html page to out_dir. Returns (ok, seconds)."""
+    """Execute one notebook headlessly (in its own folder), showing progress, and write the
+    executed .ipynb and an .html page to out_dir. Returns (ok, seconds)."""
     import nbformat
+    from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
-    from nbconvert import HTMLExporter
 
     nb = nbformat.read(path, as_version=4)
-    start = time.perf_counter()
+    code = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"]
+    claims = claims_file(out_dir, path)
+    claims.parent.mkdir(parents=True, exist_ok=True)
+    claims.write_text("")
+    start = last = time.perf_counter()
+    tty = sys.stderr.isatty()
+
+    def show(cell, cell_index: int) -> None:  # before each code cell: on a terminal one line that
+        nonlocal last  # updates in place; in a log a line every PROGRESS_EVERY seconds
+        now = time.perf_counter()
+        if tty or now - last >= PROGRESS_EVERY or cell_index == code[0]:
+            where = f"cell {code.index(cell_index) + 1}/{len(code)}, {now - start:.0f} s"
+            print(f"\r  {path.stem}: {where}   " if tty else f"  {path.stem}: {where}", end="" if tty else "\n",
+                  file=sys.stderr, flush=True)
+            last = now
+
     ok = True
+    ipc = Path(tempfile.mkdtemp(prefix="minidiff-kernel-"))
+    km = KernelManager(kernel_name="python3", transport="ipc", ip=str(ipc / "kernel"))  # local sockets, not TCP
+    env = {CLAIMS_LOG: str(claims.resolve()), TERMINAL_PROGRESS: "1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the kernel inherits them
     try:
         NotebookClient(
-            nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+            nb,
+            km=km,
+            timeout=timeout,
+            resources={"metadata": {"path": str(path.parent)}},
+            on_cell_execute=show,
         ).execute()
     except CellExecutionError as error:
         ok = False
         print(str(error)[-2000:], file=sys.stderr)
+    finally:
+        if km.has_kernel:
+            km.shutdown_kernel()  # a kernel manager we made is ours to shut down
+        for k, v in saved.items():
+            if v is None:
+                del os.environ[k]
+            else:
+                os.environ[k] = v
+        shutil.rmtree(ipc, ignore_errors=True)
+        if tty:
+            print(file=sys.stderr)
     seconds = time.perf_counter() - start
     write_atomic(out_dir / path.name, nbformat.writes(nb).encode())
-    html, _ = HTMLExporter().from_notebook_node(nb)
-    write_atomic(out_dir / path.with_suffix(".html").name, html.encode())
+    write_atomic(out_dir / path.with_suffix(".html").name, export_html(nb, out_dir).encode())
     return ok, seconds
+
+
+def export_html(nb, out_dir: Path) -> str:
+    """The executed notebook as an HTML page whose math renders offline, from DIR/mathjax."""
+    import jupyter_server_mathjax
+    from nbconvert import HTMLExporter
+
+    mathjax = out_dir / "mathjax"
+    if not (mathjax / "MathJax.js").is_file():
+        shutil.copytree(Path(jupyter_server_mathjax.__file__).parent / "static", mathjax, dirs_exist_ok=True)
+    html, _ = HTMLExporter(mathjax_url=MATHJAX).from_notebook_node(nb)
+    return html
+
+
+def claims_file(out_dir: Path, notebook: Path) -> Path:
+    return out_dir / f"{notebook.stem}.claims.jsonl"
+
+
+def read_claims(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def summary(claims: list[dict]) -> str:
+    counts = {s: sum(c["status"] == s for c in claims) for s in ("held", "full-only", "failed")}
+    held, full_only, failed = counts["held"], counts["full-only"], counts["failed"]
+    return f"{len(claims)} claims: {held} held, {full_only} full mode only, {failed} failed"
+
+
+def report(out_dir: Path) -> int:
+    """Print every lesson's claims and their status; returns 1 if any failed."""
+    failed = 0
+    files = sorted(out_dir.glob("*.claims.jsonl"))
+    everything = []
+    for path in files:
+        claims = read_claims(path)
+        everything += claims
+        print(f"{path.name.removesuffix('.claims.jsonl'):<32} {summary(claims)}")
+        for c in claims:
+            if c["status"] != "held":
+                print(f"    {c['status']:>9}: {c['claim']} (measured: {c['measured']})")
+        failed += any(c["status"] == "failed" for c in claims)
+    print(f"{'all lessons':<32} {summary(everything)}")
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m minidiff.run_course", description="Run course notebooks headlessly."
     )
-    parser.add_argument("notebooks", nargs="+", type=Path, help="notebooks to run, in order")
+    parser.add_argument("notebooks", nargs="*", type=Path, help="notebooks to run, in order")
     parser.add_argument("--out", type=Path, default=Path("build/course"), help="folder for executed notebooks and HTML")
+    parser.add_argument("--report", type=Path, metavar="DIR", help="only report the claims recorded in DIR")
     args = parser.parse_args(argv)
+    if args.report is not None:
+        return report(args.report)
+    if not args.notebooks:
+        parser.error("give notebooks to run, or --report DIR")
     failed = 0
     for path in args.notebooks:
         if not path.is_file():
             parser.error(f"notebook not found: {path}")
         ok, seconds = run_notebook(path, args.out)
         failed += not ok
-        print(f"{path.stem:<32} {seconds:7.1f} s  {'ok' if ok else 'FAILED'}", flush=True)
+        claims = summary(read_claims(claims_file(args.out, path)))
+        print(f"{path.stem:<32} {seconds:7.1f} s  {'ok' if ok else 'FAILED'}  ({claims})", flush=True)
     return 1 if failed else 0
 
 

@@ -39,10 +39,10 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from minidiff._checks import check_choice, check_fields
 from minidiff.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from minidiff.course import progress
 from minidiff.objective import Objective
 
 CHECKPOINT = "last.safetensors"  # the full state of a run, for resume
@@ -233,7 +233,7 @@ def train(
     )
     saved = _start(run, out_dir, resume)
     model.train()
-    bar = tqdm(range(run.step + 1, config.steps + 1), initial=run.step, total=config.steps, desc="train")
+    bar = progress(range(run.step + 1, config.steps + 1), initial=run.step, total=config.steps, desc="train")
     for step in bar:  # step = 1, 2, …: the number of the optimizer update
         try:
             loss = _train_step(run, step)

@@ -3,6 +3,7 @@ and animations. Every function returns the matplotlib Figure (or widget) it make
 
 from __future__ import annotations
 
+import base64
 import io
 import math
 import tempfile
@@ -142,10 +143,10 @@ def x0_prediction_grid(traj: Trajectory, n_cols: int = 6, lim: float = 4) -> Fig
 def animate_2d(traj: Trajectory, path: str | None = None, fps: int = 12, frames: int = 40, lim: float = 4):
     """A GIF of a 2-D reverse process (x_t on the left, x̂0 on the right).
 
-    Writes the GIF to `path` if given and returns an IPython Image that embeds it, so it
-    plays in the notebook and in exported HTML alike.
+    Writes the GIF to `path` if given and returns it embedded in an HTML <img> (a data URL),
+    so it plays in the notebook and in exported HTML alike.
     """
-    from IPython.display import Image
+    from IPython.display import HTML
 
     picks = torch.linspace(0, len(traj.steps) - 1, frames).round().long().tolist()
     fig, (a, b) = plt.subplots(1, 2, figsize=(7, 3.6))
@@ -164,7 +165,7 @@ def animate_2d(traj: Trajectory, path: str | None = None, fps: int = 12, frames:
     plt.close(fig)
     if path:
         write_atomic(Path(path), data)
-    return Image(data=data, format="gif")
+    return HTML(f'<img src="data:image/gif;base64,{base64.b64encode(data).decode()}" alt="reverse process">')
 
 
 def denoising_grid(traj: Trajectory, n_images: int = 4, n_steps: int = 8) -> Figure:

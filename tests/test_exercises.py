@@ -36,17 +36,17 @@ NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
     ],
 )
 def test_solutions_pass(name, capsys):
-    assert getattr(ex, f"check_{name}")(getattr(ex, f"solution_{name}")) is True
+    assert bool(getattr(ex, f"check_{name}")(getattr(ex, f"solution_{name}"))) is True
     assert "✓" in capsys.readouterr().out
 
 
 def test_unfinished_exercise_is_reported_not_raised(capsys):
-    assert ex.check_q_sample(lambda x0, t, eps, ab: None) is False
+    assert bool(ex.check_q_sample(lambda x0, t, eps, ab: None)) is False
     assert "returned None" in capsys.readouterr().out
 
 
 def test_exception_in_learner_code_becomes_feedback(capsys):
-    assert ex.check_alpha_bar(lambda betas: 1 / 0) is False
+    assert bool(ex.check_alpha_bar(lambda betas: 1 / 0)) is False
     out = capsys.readouterr().out
     assert "raised ZeroDivisionError" in out
 
@@ -92,7 +92,7 @@ MISTAKES = [
 
 @pytest.mark.parametrize("check, wrong, hint", MISTAKES)
 def test_mistakes_are_named(check, wrong, hint, capsys):
-    assert check(wrong) is False
+    assert bool(check(wrong)) is False
     assert hint in capsys.readouterr().out
 
 
@@ -148,3 +148,14 @@ def test_the_notebooks_use_only_existing_exercises(path, capsys):
     for name in re.findall(r"show_solution\(\"(\w+)\"\)", source):
         ex.show_solution(name)
         assert "def " in capsys.readouterr().out
+
+
+def test_a_verdict_shows_nothing_more_in_a_notebook():
+    """The check prints its message; the returned verdict adds no stray `Out: False` below it."""
+    from IPython.core.formatters import DisplayFormatter
+
+    from minidiff.exercises._common import Verdict
+
+    for ok in (True, False):
+        assert DisplayFormatter().format(Verdict(ok)) == ({}, {})
+        assert bool(Verdict(ok)) is ok

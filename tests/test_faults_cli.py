@@ -95,3 +95,17 @@ def test_silent_no_ops_are_refused(tmp_path, args, message, capsys):
                       capsys)
     assert status == 2 and message in err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_the_default_output_goes_under_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["sample", "--checkpoint", DIGITS, "--n", "1", "--steps", "1", "--device", "cpu"]) == 0
+    assert (tmp_path / "runs" / "samples.png").is_file() and [p.name for p in tmp_path.iterdir()] == ["runs"]
+
+
+def test_an_unfinished_run_says_how_to_finish_or_use_it(tmp_path, capsys):
+    folder = tmp_path / "run"
+    assert main(["train", "--recipe", "toy", "--steps", "2", "--out", str(folder), "--device", "cpu"]) == 0
+    (folder / "model.safetensors").unlink()  # as if interrupted before the end
+    status, err = run(["sample", "--checkpoint", str(folder / "model.safetensors")], capsys)
+    assert status == 2 and "has not finished" in err and "--resume" in err and str(folder / "last.safetensors") in err

@@ -13,6 +13,23 @@ from minidiff.schedules import NoiseSchedule
 BROADCAST_HINT = " A per-sample value of shape (B,) must be reshaped to (B, 1, 1, 1) to broadcast."
 
 
+class Verdict:
+    """What a check returns: true when the answer is right. The check has already printed what
+    is right or wrong, so in a notebook the verdict itself shows nothing (no stray `False`)."""
+
+    def __init__(self, ok: bool):
+        self.ok = ok
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __repr__(self) -> str:
+        return f"Verdict({self.ok})"
+
+    def _ipython_display_(self) -> None:
+        pass  # the message is printed; there is nothing more to show
+
+
 def _verdict(
     name: str,
     fn: Callable,
@@ -20,7 +37,7 @@ def _verdict(
     expected: Tensor,
     mistakes: dict[str, Tensor],
     broadcast_hint: str = BROADCAST_HINT,
-) -> bool:
+) -> Verdict:
     """Call the learner's fn(*args) and compare with `expected`; if wrong, name the first
     known mistake it matches. An exception in the learner's code becomes feedback."""
     try:
@@ -28,31 +45,31 @@ def _verdict(
     except Exception as e:  # noqa: BLE001 — any error in learner code becomes feedback
         hint = broadcast_hint if "size of tensor" in str(e) else ""
         print(f"✗ {name}: your function raised {type(e).__name__}: {e}.{hint}")
-        return False
+        return Verdict(False)
     if got is None:
         print(f"✗ {name}: your function returned None. Did you forget `return`?")
-        return False
+        return Verdict(False)
     if not torch.is_tensor(got):
         print(f"✗ {name}: expected a torch.Tensor, got {type(got).__name__}.")
-        return False
+        return Verdict(False)
     if got.shape != expected.shape:
         print(f"✗ {name}: expected shape {tuple(expected.shape)}, got {tuple(got.shape)}. Check how you broadcast.")
-        return False
+        return Verdict(False)
     if torch.allclose(got.double(), expected.double(), rtol=1e-4, atol=1e-5):
         print(f"✓ {name}: correct.")
-        return True
+        return Verdict(True)
     for hint, wrong in mistakes.items():
         if torch.allclose(got.double(), wrong.double(), rtol=1e-4, atol=1e-5):
             print(f"✗ {name}: {hint}")
-            return False
+            return Verdict(False)
     err = (got.double() - expected.double()).abs().max().item()
     print(f"✗ {name}: the values are off (largest error {err:.3g}). Re-read the equation above the exercise.")
-    return False
+    return Verdict(False)
 
 
 def _verdict_on_cases(
     name: str, fn: Callable, cases: Sequence[tuple], reference: Callable, mistakes: dict[str, Callable]
-) -> bool:
+) -> Verdict:
     """`_verdict` for a function that returns a number: fn(*case) for every case, as one
     tensor, against reference(*case) and against each known mistake's answers."""
 

@@ -8,11 +8,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from minidiff.exercises._common import _test_batch, _verdict, uses
+from minidiff.exercises._common import Verdict, _test_batch, _verdict, uses
 from minidiff.schedules import NoiseSchedule
 
 
-def check_alpha_bar(fn: Callable[[Tensor], Tensor]) -> bool:
+def check_alpha_bar(fn: Callable[[Tensor], Tensor]) -> Verdict:
     """fn(betas) should return ᾱ_t = ∏_{s<=t} (1 - β_s) for every t."""
     betas = NoiseSchedule.linear(T=50).betas
     alphas = 1 - betas
@@ -32,7 +32,7 @@ def solution_alpha_bar(betas: Tensor) -> Tensor:
     return NoiseSchedule(betas).alpha_bar  # ᾱ_t = ∏_{s<=t} (1 - β_s)
 
 
-def check_q_sample(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]) -> bool:
+def check_q_sample(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]) -> Verdict:
     """fn(x0, t, eps, alpha_bar) should return x_t = √ᾱ_t·x0 + √(1-ᾱ_t)·ε for a batch,
     where t has shape (B,) and alpha_bar is the schedule's (T,) tensor."""
     schedule, x0, eps, t = _test_batch()

@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 from torch import Tensor
 
-from minidiff.exercises._common import _test_batch, _verdict
+from minidiff.exercises._common import Verdict, _test_batch, _verdict
 from minidiff.forward import x0_from_eps
 
 
-def check_x0_from_eps(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> bool:
+def check_x0_from_eps(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> Verdict:
     """fn(x_t, eps, alpha_bar_t) should return x̂0 = (x_t - √(1-ᾱ_t)·ε)/√ᾱ_t, where
     alpha_bar_t already broadcasts over x_t."""
     schedule, x0, eps, t = _test_batch(1)
@@ -30,7 +30,7 @@ def check_x0_from_eps(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> bool:
 solution_x0_from_eps = x0_from_eps  # the exercise is the package's own function
 
 
-def check_ddpm_mean(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]) -> bool:
+def check_ddpm_mean(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]) -> Verdict:
     """fn(x_t, eps, alpha_t, alpha_bar_t) should return the mean of p(x_{t-1} | x_t),
     Ho et al. 2020 Algorithm 2: (x_t - (1-α_t)/√(1-ᾱ_t)·ε) / √α_t."""
     schedule, x0, eps, t = _test_batch(2)

@@ -9,12 +9,12 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from minidiff.exercises._common import _verdict, _verdict_on_cases
+from minidiff.exercises._common import Verdict, _verdict, _verdict_on_cases
 from minidiff.nn.layers import timestep_embedding
 from minidiff.nn.unet import ResBlock
 
 
-def check_timestep_embedding(fn: Callable[[Tensor, int], Tensor]) -> bool:
+def check_timestep_embedding(fn: Callable[[Tensor, int], Tensor]) -> Verdict:
     """fn(t, dim) should return the (B, dim) sinusoidal embedding [sin(t·ω_0) … sin(t·ω_{h-1}),
     cos(t·ω_0) … cos(t·ω_{h-1})] with h = dim/2 and ω_i = 10000^(-i/h)."""
     t = torch.tensor([0.0, 1.0, 3.0, 10.0, 49.5])  # moderate t: float32 and float64 answers agree
@@ -45,7 +45,7 @@ def check_timestep_embedding(fn: Callable[[Tensor, int], Tensor]) -> bool:
 solution_timestep_embedding = timestep_embedding  # the exercise is the package's own function
 
 
-def check_scale_shift(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> bool:
+def check_scale_shift(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> Verdict:
     """fn(h, scale, shift) with h (B, C, H, W) and scale, shift (B, C) should return
     h·(1 + scale) + shift, one scale and one shift per sample and channel."""
     g = torch.Generator().manual_seed(3)
@@ -67,7 +67,7 @@ def solution_scale_shift(h: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
     return h * (1 + scale[:, :, None, None]) + shift[:, :, None, None]  # (B, C, H, W)
 
 
-def check_resblock_params(fn: Callable[[int, int, int], int]) -> bool:
+def check_resblock_params(fn: Callable[[int, int, int], int]) -> Verdict:
     """fn(c_in, c_out, emb_dim) should return the number of parameters of
     ResBlock(c_in, c_out, emb_dim, groups=8, dropout=0)."""
     cases = [(32, 32, 128), (32, 64, 128), (128, 64, 128), (64, 32, 256)]

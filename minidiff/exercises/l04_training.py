@@ -9,10 +9,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from minidiff.exercises._common import _verdict, _verdict_on_cases
+from minidiff.exercises._common import Verdict, _verdict, _verdict_on_cases
 
 
-def check_ema_update(fn: Callable[[Tensor, Tensor, float], Tensor]) -> bool:
+def check_ema_update(fn: Callable[[Tensor, Tensor, float], Tensor]) -> Verdict:
     """fn(theta_ema, theta, decay) should return the new EMA weights decay·θ_ema + (1 - decay)·θ."""
     g = torch.Generator().manual_seed(4)
     theta_ema, theta = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
@@ -32,7 +32,7 @@ def solution_ema_update(theta_ema: Tensor, theta: Tensor, decay: float) -> Tenso
     return decay * theta_ema + (1 - decay) * theta  # θ_ema ← decay·θ_ema + (1-decay)·θ
 
 
-def check_warmup_lr(fn: Callable[[int, float, int], float]) -> bool:
+def check_warmup_lr(fn: Callable[[int, float, int], float]) -> Verdict:
     """fn(step, lr, warmup) should return the learning rate of optimizer step `step` (1, 2, …):
     lr·step/warmup while step < warmup, then lr."""
     cases = [(step, 1e-3, 100) for step in [1, 2, 50, 99, 100, 101, 5000]]

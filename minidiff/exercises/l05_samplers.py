@@ -8,13 +8,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from minidiff.exercises._common import _verdict, _verdict_on_cases
+from minidiff.exercises._common import Verdict, _verdict, _verdict_on_cases
 from minidiff.metrics import CountCalls
 from minidiff.samplers import SAMPLERS, sample
 from minidiff.schedules import NoiseSchedule
 
 
-def check_euler_step(fn: Callable[[Tensor, Tensor, float, float], Tensor]) -> bool:
+def check_euler_step(fn: Callable[[Tensor, Tensor, float, float], Tensor]) -> Verdict:
     """fn(x, x0_hat, sigma, sigma_next) should return one Euler step of the probability-flow
     ODE in σ: x + (σ_next - σ)·d with the slope d = (x - x̂0)/σ (Karras et al. 2022, Alg. 1)."""
     g = torch.Generator().manual_seed(5)
@@ -49,7 +49,7 @@ def _calls(sampler: str, steps: int) -> int:
     return counted.calls
 
 
-def check_nfe(fn: Callable[[str, int], int]) -> bool:
+def check_nfe(fn: Callable[[str, int], int]) -> Verdict:
     """fn(sampler, steps) should return the number of model calls (NFE) of `sample` with that
     sampler and step count, for every sampler in SAMPLERS."""
     cases = [(sampler, steps) for sampler in SAMPLERS for steps in (10, 2, 50)]

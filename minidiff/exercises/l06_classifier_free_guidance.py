@@ -8,10 +8,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from minidiff.exercises._common import _verdict
+from minidiff.exercises._common import Verdict, _verdict
 
 
-def check_drop_labels(fn: Callable[[Tensor, Tensor, int], Tensor]) -> bool:
+def check_drop_labels(fn: Callable[[Tensor, Tensor, int], Tensor]) -> Verdict:
     """fn(y, u, null) should return the labels y (B,) with each replaced by the null label
     where the uniform draw u (B,) is below p_uncond = 0.1 (Ho & Salimans 2022, Algorithm 1)."""
     y = torch.tensor([3, 0, 7, 7, 2, 5, 1, 9])
@@ -35,7 +35,7 @@ def solution_drop_labels(y: Tensor, u: Tensor, null: int) -> Tensor:
     return torch.where(u < 0.1, null, y)  # p_uncond = 0.1
 
 
-def check_cfg(fn: Callable[[Tensor, Tensor, float], Tensor]) -> bool:
+def check_cfg(fn: Callable[[Tensor, Tensor, float], Tensor]) -> Verdict:
     """fn(eps_uncond, eps_cond, w) should return classifier-free guidance's ε̂ in the Stable
     Diffusion convention: ε̂ = ε_uncond + w·(ε_cond − ε_uncond), so w = 1 is no guidance."""
     g = torch.Generator().manual_seed(6)

@@ -8,10 +8,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from minidiff.exercises._common import _verdict
+from minidiff.exercises._common import Verdict, _verdict
 
 
-def check_attention_weights(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> bool:
+def check_attention_weights(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> Verdict:
     """fn(q, k, mask) should return cross-attention weights softmax(q kᵀ/√d) of shape (B, N, L),
     each row over the L tokens, with padding tokens (mask False) getting exactly 0."""
     g = torch.Generator().manual_seed(7)

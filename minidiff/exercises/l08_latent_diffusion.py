@@ -7,11 +7,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from minidiff.exercises._common import _verdict, uses
+from minidiff.exercises._common import Verdict, _verdict, uses
 from minidiff.nn.vae import DiagonalGaussian
 
 
-def check_kl(fn: Callable[[Tensor, Tensor], Tensor]) -> bool:
+def check_kl(fn: Callable[[Tensor, Tensor], Tensor]) -> Verdict:
     """fn(mean, logvar) should return KL(N(μ, σ²) ‖ N(0, I)) = ½ Σ (μ² + σ² − 1 − log σ²) per
     image, summed over all latent values: shape (B,) for inputs (B, c, h, w)."""
     g = torch.Generator().manual_seed(8)

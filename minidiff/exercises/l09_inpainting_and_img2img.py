@@ -8,10 +8,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from minidiff.exercises._common import _verdict
+from minidiff.exercises._common import Verdict, _verdict
 
 
-def check_sdedit_start(fn: Callable[[Tensor, Tensor, float], Tensor]) -> bool:
+def check_sdedit_start(fn: Callable[[Tensor, Tensor, float], Tensor]) -> Verdict:
     """fn(x0, eps, alpha_bar) should return where SDEdit starts: the input x0 noised to the
     first level kept, x_t = √ᾱ·x0 + √(1-ᾱ)·ε, with ᾱ a number (Meng et al. 2022, Algorithm 1)."""
     g = torch.Generator().manual_seed(9)
