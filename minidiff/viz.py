@@ -220,10 +220,11 @@ def image_slider(frames: dict[float, Tensor], description: str = "w", nrow: int 
 
 class LiveLoss:
     """A training callback, callback(step, loss, model), that redraws the loss curve in the
-    notebook every `every` steps (one figure, updated in place)."""
+    notebook every `every` steps (one figure, updated in place); `ylabel` names what the loss
+    is (e.g. "MSE on v" for a v-prediction run)."""
 
-    def __init__(self, every: int = 25, window: int = 50):
-        self.every, self.window = every, window
+    def __init__(self, every: int = 25, window: int = 50, ylabel: str = "training loss"):
+        self.every, self.window, self.ylabel = every, window, ylabel
         self.losses: list[float] = []
         self.handle = None
 
@@ -240,7 +241,7 @@ class LiveLoss:
         w = min(self.window, len(self.losses))
         smooth = torch.tensor(self.losses).unfold(0, w, 1).mean(1)
         ax.plot(range(w - 1, len(self.losses)), smooth, label=f"mean of {w}")
-        ax.set(xlabel="training step", ylabel="MSE on ε", yscale="log")
+        ax.set(xlabel="training step", ylabel=self.ylabel, yscale="log")
         ax.legend()
         if self.handle is None:
             self.handle = display(fig, display_id=True)
