@@ -8,7 +8,7 @@ The path of data, one direction:
 """
 
 from minidiff.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from minidiff.course import budget, default_device, fast_mode
+from minidiff.course import budget, claim, default_device, fast_mode
 from minidiff.data import TOY_DATASETS, GaussianMixture, eight_gaussians, make_toy
 from minidiff.edit import img2img, inpaint
 from minidiff.forward import DiffusionObjective, as_eps_model, diffusion_loss, training_target, x0_from_eps
@@ -60,6 +60,7 @@ __all__ = [
     "UNetConfig",
     "as_eps_model",
     "budget",
+    "claim",
     "ddim",
     "ddim_invert",
     "ddim_step",
