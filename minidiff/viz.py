@@ -26,7 +26,7 @@ from minidiff.schedules import NoiseSchedule
 def _draw(ax, x: Tensor, title: str = "", lim: float = 4, **scatter) -> None:
     """One panel: an image if x is (C, H, W), a scatter plot in [-lim, lim]² if x is (N, 2)."""
     if x.ndim == 3:
-        ax.imshow(to_display(x[None])[0].squeeze(-1), cmap="gray")
+        ax.imshow(to_display(x[None])[0].squeeze(-1).numpy(), cmap="gray")
         ax.set_xticks([]), ax.set_yticks([])
     else:
         ax.scatter(*x.detach().cpu().T, **{"s": 2, "alpha": 0.5, **scatter})
@@ -56,9 +56,9 @@ def plot_schedules(schedules: Sequence[NoiseSchedule]) -> Figure:
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(13, 3.4))
     for s in schedules:
         t = torch.arange(s.T)
-        a.plot(t, s.alpha_bar, label=s.name)
-        b.plot(t, s.snr.log(), label=s.name)
-        c.plot(t, s.betas, label=s.name)
+        a.plot(t.numpy(), s.alpha_bar.numpy(), label=s.name)
+        b.plot(t.numpy(), s.snr.log().numpy(), label=s.name)
+        c.plot(t.numpy(), s.betas.numpy(), label=s.name)
     a.set(title="ᾱ_t: signal left", xlabel="t")
     b.set(title="log SNR_t = log ᾱ_t/(1-ᾱ_t)", xlabel="t")
     c.set(title="β_t: noise added per step", xlabel="t", yscale="log")
@@ -75,14 +75,14 @@ def timestep_panels(x0: Tensor, schedule: NoiseSchedule, t: int, noise: Tensor) 
     _draw(a, x_t[0] if x0.ndim == 4 else x_t, f"x_t at t = {t}")
     grid = torch.linspace(-4, 4, 200)
     b.hist(x_t.flatten().cpu().numpy(), bins=60, range=(-4, 4), density=True, alpha=0.6, label="values of x_t")
-    b.plot(grid, torch.exp(-(grid**2) / 2) / math.sqrt(2 * math.pi), "k", label="N(0, 1)")
+    b.plot(grid.numpy(), (torch.exp(-(grid**2) / 2) / math.sqrt(2 * math.pi)).numpy(), "k", label="N(0, 1)")
     b.set(title="histogram of x_t", ylim=(0, 1.2))
     b.legend(fontsize=8)
     steps = torch.arange(schedule.T)
-    c.plot(steps, schedule.alpha_bar, color="tab:blue")
+    c.plot(steps.numpy(), schedule.alpha_bar.numpy(), color="tab:blue")
     c.set_ylabel("ᾱ_t", color="tab:blue")
     c2 = c.twinx()
-    c2.plot(steps, schedule.snr.log10(), color="tab:orange")
+    c2.plot(steps.numpy(), schedule.snr.log10().numpy(), color="tab:orange")
     c2.set_ylabel("log₁₀ SNR_t", color="tab:orange")
     c.axvline(t, color="r")
     c.set(title=f"ᾱ_t = {schedule.alpha_bar[t]:.4f}, SNR_t = {schedule.snr[t]:.3g}", xlabel="t")
@@ -195,7 +195,7 @@ def image_rows(rows: dict[str, Tensor], nrow: int = 16) -> Figure:
         squeeze=False,
     )
     for ax, (title, images) in zip(axes[:, 0], rows.items(), strict=True):
-        ax.imshow(image_grid(images.detach().cpu().float(), nrow).squeeze(-1), cmap="gray")
+        ax.imshow(image_grid(images.detach().cpu().float(), nrow).squeeze(-1).numpy(), cmap="gray")
         ax.set_xticks([]), ax.set_yticks([])
         ax.set_ylabel(title, rotation=0, ha="right", va="center", fontsize=10)
     fig.tight_layout()
