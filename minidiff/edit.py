@@ -23,7 +23,7 @@ from torch import Tensor
 
 from minidiff._checks import check_choice, check_finite
 from minidiff.forward import Denoiser
-from minidiff.samplers import SAMPLERS, Callback, Step, ddim_step, noise_levels
+from minidiff.samplers import SAMPLERS, Callback, Step, check_sigmas, ddim_step, noise_levels
 from minidiff.schedules import NoiseSchedule
 
 
@@ -84,8 +84,9 @@ def sdedit_levels(sigmas: list[float], strength: float) -> list[float]:
     """The levels an SDEdit of `strength` visits: of a sampler's σ_0 > … > σ_N = 0 (N steps),
     the last k = round(strength·N) steps, from σ_{N-k} down to 0. strength 1 keeps them all;
     strength 0 keeps none: [0.0]."""
-    if not isinstance(strength, (int, float)) or not 0 <= strength <= 1:
+    if not isinstance(strength, (int, float)) or isinstance(strength, bool) or not 0 <= strength <= 1:
         raise ValueError(f"strength must be a number in [0, 1] (1: start from pure noise), got {strength!r}")
+    sigmas = check_sigmas(sigmas)
     steps = len(sigmas) - 1
     return sigmas[steps - round(strength * steps) :]
 

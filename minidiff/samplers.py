@@ -36,6 +36,7 @@ editing (`minidiff.edit`) and the lessons build on them.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import NamedTuple
@@ -159,8 +160,11 @@ def noise_levels(schedule: NoiseSchedule, steps: int, spacing: str = "trailing")
 def check_sigmas(sigmas: Sequence[float] | Tensor) -> list[float]:
     """The noise levels a sampler is given, as a list of floats: finite, strictly decreasing,
     ending at σ = 0 (a single [0.0] means no step). Raises ValueError naming what is wrong."""
+    if torch.is_tensor(sigmas) and sigmas.ndim != 1:
+        raise ValueError(f"sigmas must be a 1-D list of noise levels, got a tensor of shape {tuple(sigmas.shape)}")
     values = sigmas.tolist() if torch.is_tensor(sigmas) else list(sigmas)
-    if not values or not all(isinstance(s, (int, float)) and math.isfinite(s) for s in values):
+    real = all(isinstance(s, numbers.Real) and not isinstance(s, bool) for s in values)
+    if not values or not real or not all(math.isfinite(s) for s in values):
         raise ValueError(f"sigmas must be a non-empty list of finite noise levels, got {values!r:.100}")
     if values[-1] != 0 or any(a <= b for a, b in pairwise(values)):
         raise ValueError(f"sigmas must decrease strictly and end at 0 (σ_0 > … > σ_N = 0), got {values!r:.100}")

@@ -4,7 +4,16 @@
 import pytest
 import torch
 
-from minidiff import GaussianMixture, NoiseSchedule, Trajectory, ddpm, sliced_wasserstein, timesteps
+from minidiff import (
+    GaussianMixture,
+    NoiseSchedule,
+    Trajectory,
+    ddpm,
+    noise_levels,
+    sample,
+    sliced_wasserstein,
+    timesteps,
+)
 
 MIXTURE = GaussianMixture(
     means=torch.tensor([[-2.0, -1.0], [1.5, 1.5], [2.0, -2.0]]),
@@ -28,7 +37,7 @@ def test_ddpm_recovers_mixture(steps):
     (each about 4 standard errors of the estimate from this many samples)."""
     s = NoiseSchedule.linear()
     g = torch.Generator().manual_seed(0)
-    x = ddpm(MIXTURE.eps_model(s), torch.randn(6000, 2, generator=g), s, steps=steps, generator=g)
+    x = ddpm(MIXTURE.eps_model(s), torch.randn(6000, 2, generator=g), s, noise_levels(s, steps), generator=g)
     weights, means, covs = mixture_fit(x)
     assert (weights - MIXTURE.weights).abs().max() < 0.025
     assert (means - MIXTURE.means).abs().max() < 0.05
@@ -44,7 +53,7 @@ def test_ddpm_error_falls_with_steps():
     errors = {}
     for steps in (2, 10, 100):
         g = torch.Generator().manual_seed(0)
-        x = ddpm(MIXTURE.eps_model(s), torch.randn(4000, 2, generator=g), s, steps=steps, generator=g)
+        x = ddpm(MIXTURE.eps_model(s), torch.randn(4000, 2, generator=g), s, noise_levels(s, steps), generator=g)
         errors[steps] = sliced_wasserstein(x, data)
     assert errors[2] > errors[10] > errors[100]
     assert errors[2] > 5 * floor and errors[100] < 2 * floor
@@ -54,7 +63,8 @@ def test_ddpm_trajectory_and_predictions():
     s = NoiseSchedule.cosine(T=200)
     traj = Trajectory()
     x_T = torch.randn(50, 2)
-    x = ddpm(MIXTURE.eps_model(s), x_T, s, steps=20, callback=traj, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    x = ddpm(MIXTURE.eps_model(s), x_T, s, noise_levels(s, 20), callback=traj, generator=g)
     assert traj.xs.shape == (21, 50, 2) and traj.x0_hats.shape == (20, 50, 2)
     assert torch.equal(traj.xs[0], x_T) and torch.equal(traj.xs[-1], x)
     assert traj.ts == timesteps(200, 20, "trailing") and traj.ts[0] == 199
@@ -68,14 +78,15 @@ def test_ddpm_trajectory_and_predictions():
 def test_ddpm_is_reproducible_with_a_generator():
     s = NoiseSchedule.linear(T=100)
     x_T = torch.randn(10, 2)
-    run = lambda seed: ddpm(MIXTURE.eps_model(s), x_T, s, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    all_steps = noise_levels(s, s.T)
+    run = lambda seed: ddpm(MIXTURE.eps_model(s), x_T, s, all_steps, generator=torch.Generator().manual_seed(seed))  # noqa: E731
     assert torch.equal(run(0), run(0)) and not torch.equal(run(0), run(1))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_ddpm_keeps_dtype(dtype):
     s = NoiseSchedule.linear(T=50)
-    assert ddpm(MIXTURE.eps_model(s), torch.randn(4, 2, dtype=dtype), s).dtype == dtype
+    assert ddpm(MIXTURE.eps_model(s), torch.randn(4, 2, dtype=dtype), s, noise_levels(s, s.T)).dtype == dtype
 
 
 def test_timestep_spacings():
@@ -89,10 +100,16 @@ def test_ddpm_bad_arguments():
     s = NoiseSchedule.linear(T=100)
     model = MIXTURE.eps_model(s)
     with pytest.raises(ValueError, match=r"steps must be an integer in \[1, 100\]"):
-        ddpm(model, torch.randn(2, 2), s, steps=101)
+        ddpm(model, torch.randn(2, 2), s, noise_levels(s, 101))
     with pytest.raises(ValueError, match=r"steps must be an integer in \[1, 100\]"):
-        ddpm(model, torch.randn(2, 2), s, steps=0)
+        ddpm(model, torch.randn(2, 2), s, noise_levels(s, 0))
+    with pytest.raises(ValueError, match=r"steps must be an integer in \[1, 100\]"):
+        sample(model, torch.randn(2, 2), s, "ddpm", 101)
     with pytest.raises(ValueError, match="unknown spacing 'log'"):
-        ddpm(model, torch.randn(2, 2), s, steps=10, spacing="log")
+        ddpm(model, torch.randn(2, 2), s, noise_levels(s, 10, spacing="log"))
+    with pytest.raises(ValueError, match="unknown spacing 'log'"):
+        sample(model, torch.randn(2, 2), s, "ddpm", 10, spacing="log")
     with pytest.raises(ValueError, match="x_T contains NaN"):
-        ddpm(model, torch.full((2, 2), float("nan")), s)
+        ddpm(model, torch.full((2, 2), float("nan")), s, noise_levels(s, s.T))
+    with pytest.raises(ValueError, match="sigmas must decrease strictly and end at 0"):
+        ddpm(model, torch.randn(2, 2), s, noise_levels(s, 10)[:-1])  # a list of levels that stops short of 0

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from minidiff import SAMPLERS, GaussianMixture, NoiseSchedule, Trajectory, img2img, inpaint, noise_levels, sample
+from minidiff.edit import sdedit_levels
 from minidiff.nn import UNet, UNetConfig
 from minidiff.samplers import karras_sigmas, timesteps
 
@@ -43,16 +44,28 @@ def test_strength_keeps_the_last_levels_and_strength_1_all_of_them(spacing):
         full = karras_sigmas(SCHEDULE.sigmas[0].item(), SCHEDULE.sigmas[-1].item(), 10).tolist()
     else:
         full = SCHEDULE.sigmas[timesteps(1000, 10, spacing)].tolist() + [0.0]
-    assert noise_levels(SCHEDULE, 10, spacing) == full  # the levels every sampler visited before
-    assert noise_levels(SCHEDULE, 10, spacing, strength=1.0) == full
-    assert noise_levels(SCHEDULE, 10, spacing, strength=0.3) == full[-4:]  # 3 steps: 3 levels, then 0
-    assert noise_levels(SCHEDULE, 10, spacing, strength=0.0) == [0.0]
+    assert noise_levels(SCHEDULE, 10, spacing) == full  # the levels every sampler visits
+    assert sdedit_levels(full, 1.0) == full
+    assert sdedit_levels(full, 0.3) == full[-4:]  # 3 steps: 3 levels, then 0
+    assert sdedit_levels(full, 0.0) == [0.0]
 
 
-@pytest.mark.parametrize("strength", [-0.1, 1.5, math.nan, "half"])
+@pytest.mark.parametrize("steps", [1, 4, 7, 10])
+@pytest.mark.parametrize("strength", [0.0, 0.04, 0.1, 0.25, 0.5, 0.66, 0.9, 1.0])
+def test_sdedit_levels_keep_the_last_round_strength_n_steps(steps, strength):
+    """Of any decreasing σ_0 > … > σ_N = 0, the last k = round(strength·N) steps: k + 1 levels
+    ending at 0, the tail of the list."""
+    sigmas = [float(steps - i) for i in range(steps + 1)]  # N, N-1, …, 1, 0
+    k = round(strength * steps)
+    kept = sdedit_levels(sigmas, strength)
+    assert len(kept) == k + 1 and kept == sigmas[steps - k :] and kept[-1] == 0.0
+    assert sdedit_levels(sigmas, 0) == [0.0] and sdedit_levels(sigmas, 1) == sigmas
+
+
+@pytest.mark.parametrize("strength", [-0.1, 1.5, math.nan, "half", None])
 def test_strength_outside_0_1_is_refused(strength):
     with pytest.raises(ValueError, match="strength must be a number in"):
-        noise_levels(SCHEDULE, 10, strength=strength)
+        sdedit_levels(noise_levels(SCHEDULE, 10), strength)
     with pytest.raises(ValueError, match="strength must be a number in"):
         img2img(lambda x, t: x, torch.zeros(2, 2), SCHEDULE, strength)
 
@@ -82,7 +95,7 @@ def test_img2img_starts_from_the_input_noised_to_the_first_level_kept(sampler):
     model, x0 = gaussian(0.5).eps_model(SCHEDULE), torch.randn(4, 2, generator=seeded(0))
     trajectory = Trajectory()
     img2img(model, x0, SCHEDULE, 0.4, sampler, steps=10, generator=seeded(1), callback=trajectory)
-    sigmas = noise_levels(SCHEDULE, 10, "trailing", 0.4)
+    sigmas = sdedit_levels(noise_levels(SCHEDULE, 10, "trailing"), 0.4)
     assert len(trajectory.steps) == 4 and trajectory.ts[0] == pytest.approx(timesteps(1000, 10)[6], abs=1e-3)
     alpha_bar = 1 / (1 + sigmas[0] ** 2)
     eps = torch.randn(4, 2, generator=seeded(1))

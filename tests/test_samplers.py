@@ -24,14 +24,18 @@ from minidiff import (
     as_eps_model,
     ddim,
     ddim_invert,
+    ddim_step,
     ddpm,
+    denoise,
     euler,
     karras_sigmas,
+    noise_levels,
     sample,
     sliced_wasserstein,
     timesteps,
     x0_from_eps,
 )
+from minidiff.samplers import SIGMA_SPACINGS, check_sigmas
 
 SCHEDULE = NoiseSchedule.linear()  # T = 1000, σ from 0.01 to 157
 STOCHASTIC = ("ddpm", "euler_ancestral")
@@ -184,7 +188,8 @@ def test_ddim_is_euler_in_sigma_space():
     model = MIXTURE.eps_model(SCHEDULE)
     x_T = torch.randn(64, 2, generator=seeded(0), dtype=torch.float64)
     for spacing in ("trailing", "karras"):
-        torch.testing.assert_close(ddim(model, x_T, SCHEDULE, 12, spacing), euler(model, x_T, SCHEDULE, 12, spacing))
+        sigmas = noise_levels(SCHEDULE, 12, spacing)
+        torch.testing.assert_close(ddim(model, x_T, SCHEDULE, sigmas), euler(model, x_T, SCHEDULE, sigmas))
 
 
 def test_ancestral_samplers_are_one_process():
@@ -214,7 +219,7 @@ def test_ddpm_with_all_steps_is_algorithm_2():
         sigma = (betas[t] * (1 - ab_prev) / (1 - alpha_bar[t])).sqrt()
         z = torch.randn(32, 2, generator=g, dtype=torch.float64)
         x = (x - betas[t] / (1 - alpha_bar[t]).sqrt() * eps) / alphas[t].sqrt() + sigma * z
-    torch.testing.assert_close(ddpm(model, x_T, schedule, generator=seeded(1)), x)
+    torch.testing.assert_close(ddpm(model, x_T, schedule, noise_levels(schedule, schedule.T), generator=seeded(1)), x)
 
 
 def test_prediction_types_go_through_the_wrapper():
@@ -263,9 +268,10 @@ def test_ddim_inversion_round_trips():
     exact_x_T = (mu + (x0 - mu) * (S**2 + sigma_max**2) ** 0.5 / S) / (1 + sigma_max**2) ** 0.5
     round_trip, inversion = [], []
     for steps in (100, 400):
-        x_T = ddim_invert(model, x0, SCHEDULE, steps)
+        sigmas = noise_levels(SCHEDULE, steps)
+        x_T = ddim_invert(model, x0, SCHEDULE, sigmas)
         inversion.append((x_T - exact_x_T).abs().max().item())
-        round_trip.append((ddim(model, x_T, SCHEDULE, steps) - x0).abs().max().item())
+        round_trip.append((ddim(model, x_T, SCHEDULE, sigmas) - x0).abs().max().item())
     assert round_trip[1] < 0.03 and inversion[1] < 0.03, (round_trip, inversion)
     assert 3 < round_trip[0] / round_trip[1] < 5 and 3 < inversion[0] / inversion[1] < 5, (round_trip, inversion)
 
@@ -277,7 +283,7 @@ ALL_RUNS = [*SAMPLERS, "ddim_invert"]
 def run_with_trajectory(name: str, x: torch.Tensor, steps: int, spacing: str) -> tuple[torch.Tensor, Trajectory, list]:
     model, trajectory = GaussianEps(SCHEDULE, 0.3), Trajectory()
     if name == "ddim_invert":
-        out = ddim_invert(model, x, SCHEDULE, steps, spacing, callback=trajectory)
+        out = ddim_invert(model, x, SCHEDULE, noise_levels(SCHEDULE, steps, spacing), callback=trajectory)
     else:
         out = sample(model, x, SCHEDULE, name, steps, spacing=spacing, generator=seeded(0), callback=trajectory)
     return out, trajectory, model.ts
@@ -324,9 +330,23 @@ def test_sample_dispatches_by_name():
     model = GaussianEps(SCHEDULE, MU, S)
     x_T = torch.randn(8, 2, generator=seeded(0))
     for name, sampler in SAMPLERS.items():
-        expected = sampler(model, x_T, SCHEDULE, 5, generator=seeded(3))
+        expected = sampler(model, x_T, SCHEDULE, noise_levels(SCHEDULE, 5), generator=seeded(3))
         assert torch.equal(sample(model, x_T, SCHEDULE, name, 5, generator=seeded(3)), expected), name
-    assert torch.equal(sample(model, x_T, SCHEDULE), ddim(model, x_T, SCHEDULE, 50))  # default: DDIM, 50 steps
+    default = ddim(model, x_T, SCHEDULE, noise_levels(SCHEDULE, 50, "trailing"))
+    assert torch.equal(sample(model, x_T, SCHEDULE), default)  # default: DDIM, 50 steps, trailing
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+@pytest.mark.parametrize("steps, spacing", [(1, "trailing"), (7, "leading"), (10, "linspace"), (9, "karras")])
+def test_a_sampler_on_noise_levels_is_sample_with_those_steps(name, steps, spacing):
+    """Every sampler called directly on `noise_levels(schedule, steps, spacing)` gives what
+    `sample` gives with the same steps and spacing, bit for bit, the sampler's own noise included."""
+    model = MIXTURE.eps_model(SCHEDULE)
+    x_T = torch.randn(16, 2, generator=seeded(0))
+    kwargs = {"eta": 0.5} if name in ("ddim", "euler_ancestral") else {}
+    direct = SAMPLERS[name](model, x_T, SCHEDULE, noise_levels(SCHEDULE, steps, spacing), generator=seeded(4), **kwargs)
+    by_name = sample(model, x_T, SCHEDULE, name, steps, spacing=spacing, generator=seeded(4), **kwargs)
+    assert torch.equal(direct, by_name)
 
 
 # ----- timesteps and σ spacings ----------------------------------------------------------------------
@@ -359,6 +379,119 @@ def test_karras_sigmas_follow_eq_5():
     assert karras_sigmas(0.01, 80.0, 1).tolist() == [80.0, 0.0]
 
 
+# ----- the noise levels a sampler is handed -----------------------------------------------------------
+@pytest.mark.parametrize("spacing", SIGMA_SPACINGS)
+def test_noise_levels_decrease_to_zero_and_pass_check_sigmas(spacing):
+    sigmas = noise_levels(SCHEDULE, 10, spacing)
+    assert len(sigmas) == 11 and sigmas[-1] == 0.0 and all(a > b for a, b in pairwise(sigmas))
+    assert check_sigmas(sigmas) == sigmas
+    if spacing != "karras":  # the σ of the integer timesteps `timesteps` picks
+        assert sigmas[:-1] == SCHEDULE.sigmas[timesteps(SCHEDULE.T, 10, spacing)].tolist()
+
+
+@pytest.mark.parametrize(
+    "sigmas",
+    [
+        [1.0, 2.0, 0.0],  # increasing
+        [2.0, 1.0, 1.0, 0.0],  # not strictly decreasing
+        [2.0, 1.0],  # does not end at 0
+        [2.0, 1.0, 0.5],
+        [float("nan"), 0.0],
+        [2.0, float("nan"), 0.0],
+        [float("inf"), 0.0],
+        [],
+        torch.tensor([2.0, 1.0]),
+        ["2", "0"],
+    ],
+    ids=repr,
+)
+def test_check_sigmas_refuses_bad_levels(sigmas):
+    with pytest.raises(ValueError, match="sigmas must"):
+        check_sigmas(sigmas)
+
+
+@pytest.mark.parametrize("name", ALL_RUNS)
+@pytest.mark.parametrize("sigmas", [[1.0, 2.0, 0.0], [2.0, 1.0], [float("nan"), 0.0], []], ids=repr)
+def test_every_sampler_checks_its_sigmas(name, sigmas):
+    model, x = GaussianEps(SCHEDULE, MU, S), torch.randn(4, 2, generator=seeded(0))
+    run = ddim_invert if name == "ddim_invert" else SAMPLERS[name]
+    with pytest.raises(ValueError, match="sigmas must"):
+        run(model, x, SCHEDULE, sigmas)
+
+
+def test_check_sigmas_takes_a_tensor_and_so_do_the_samplers():
+    assert check_sigmas(torch.tensor([2.0, 0.5, 0.0])) == [2.0, 0.5, 0.0]
+    assert check_sigmas((3, 1, 0)) == [3.0, 1.0, 0.0] and check_sigmas([0.0]) == [0.0]
+    model = GaussianEps(SCHEDULE, MU, S)
+    x_T = torch.randn(8, 2, generator=seeded(0))
+    sigmas = noise_levels(SCHEDULE, 6, "karras")
+    for name, sampler in SAMPLERS.items():
+        from_list = sampler(model, x_T, SCHEDULE, sigmas, generator=seeded(1))
+        from_tensor = sampler(model, x_T, SCHEDULE, torch.tensor(sigmas, dtype=torch.float64), generator=seeded(1))
+        assert torch.equal(from_tensor, from_list), name
+        assert torch.equal(sampler(model, x_T, SCHEDULE, [0.0]), x_T), name  # no level to step from: no step
+
+
+# ----- the one-step pieces: denoise and ddim_step ------------------------------------------------------
+def test_denoise_is_x_minus_sigma_times_eps():
+    """D(x̃; σ) = x̃ - σ·ε̂(x̃·√ᾱ, t(σ)) for an ε-model written down here, and, for Gaussian data
+    N(μ, s²I), the closed form D(x̃; σ) = μ + s²/(s² + σ²)·(x̃ - μ)."""
+    calls = []
+
+    def eps_model(x_t, t):
+        calls.append(t)
+        return 0.3 * x_t + t[:, None] / 1000
+
+    x = torch.randn(6, 2, generator=seeded(0), dtype=torch.float64)
+    for t in (0, 250, 999):
+        sigma = SCHEDULE.sigmas[t].item()
+        expected = x - sigma * (0.3 * x / (1 + sigma**2) ** 0.5 + t / 1000)
+        torch.testing.assert_close(denoise(eps_model, x, SCHEDULE, sigma), expected)
+        assert calls[-1].shape == (6,) and calls[-1].dtype == x.dtype
+        torch.testing.assert_close(calls[-1], torch.full((6,), float(t), dtype=torch.float64))
+    mu = torch.tensor(MU, dtype=torch.float64)
+    for sigma in (0.05, 1.0, 30.0):
+        exact = mu + S**2 / (S**2 + sigma**2) * (x - mu)
+        torch.testing.assert_close(denoise(GaussianEps(SCHEDULE, MU, S), x, SCHEDULE, sigma), exact)
+
+
+def test_ddim_step_there_and_back_recovers_x_t():
+    """η = 0, from σ to the next of all T levels and back again: x_t comes back up to an error
+    of second order in the step (halving the step quarters it), on the exact mixture denoiser."""
+    model = MIXTURE.eps_model(SCHEDULE)
+    sigmas = noise_levels(SCHEDULE, SCHEDULE.T)
+    x0, eps = MIXTURE.sample(256, seeded(0)).double(), torch.randn(256, 2, generator=seeded(1), dtype=torch.float64)
+    for i in (100, 500, 900):  # high, middle and low noise
+        sigma = sigmas[i]
+        alpha_bar = 1 / (1 + sigma**2)
+        x_t = alpha_bar**0.5 * x0 + (1 - alpha_bar) ** 0.5 * eps
+        errors = []
+        for gap in (2, 1):
+            x_next, x0_hat = ddim_step(model, x_t, SCHEDULE, sigma, sigmas[i + gap])
+            back, _ = ddim_step(model, x_next, SCHEDULE, sigmas[i + gap], sigma)
+            errors.append((back - x_t).abs().max().item())
+            assert (x_next - x_t).abs().max().item() > 10 * errors[-1]  # it did move
+        assert errors[1] < 1e-3, (i, errors)
+        assert 3 < errors[0] / errors[1] < 5, (i, errors)
+
+
+def test_ddim_step_is_one_step_of_ddim():
+    """ddim_step returns (x_next, x̂0): one DDIM step (any η, same noise) and the model's x̂0."""
+    model = MIXTURE.eps_model(SCHEDULE)
+    x_t = torch.randn(16, 2, generator=seeded(0), dtype=torch.float64)
+    sigma = SCHEDULE.sigmas[400].item()
+    for eta in (0.0, 0.5, 1.0):
+        x_next, x0_hat = ddim_step(model, x_t, SCHEDULE, sigma, 0.0, eta, generator=seeded(2))
+        assert torch.equal(x_next, ddim(model, x_t, SCHEDULE, [sigma, 0.0], generator=seeded(2), eta=eta))
+        alpha_bar = torch.tensor(1 / (1 + sigma**2), dtype=torch.float64)
+        expected_x0 = x0_from_eps(x_t, model(x_t, torch.full((16,), 400.0, dtype=torch.float64)), alpha_bar)
+        torch.testing.assert_close(x0_hat, expected_x0)
+    with pytest.raises(ValueError, match="eta > 0 adds noise, which needs a step down"):
+        ddim_step(model, x_t, SCHEDULE, 0.5, sigma, eta=0.5)
+    with pytest.raises(ValueError, match=r"eta must be a number in \[0, 1\]"):
+        ddim_step(model, x_t, SCHEDULE, sigma, 0.5, eta=2.0)
+
+
 # ----- bad arguments ------------------------------------------------------------------------------
 @pytest.fixture
 def args():
@@ -379,7 +512,9 @@ def test_unknown_sampler_lists_the_valid_names(args):
 
 def test_unknown_spacing(args):
     with pytest.raises(ValueError, match="unknown spacing 'cosine'; expected one of .*'karras'"):
-        euler(*args, SCHEDULE, spacing="cosine")
+        sample(*args, SCHEDULE, "euler", spacing="cosine")
+    with pytest.raises(ValueError, match="unknown spacing 'cosine'; expected one of .*'karras'"):
+        noise_levels(SCHEDULE, 10, "cosine")
     with pytest.raises(ValueError, match="unknown spacing 'karras'"):  # integer timesteps only
         timesteps(1000, 10, "karras")
 
@@ -409,7 +544,7 @@ def test_bad_x_T(sampler):
 
 def test_bad_x0_for_inversion(args):
     with pytest.raises(ValueError, match="x0 contains NaN"):
-        ddim_invert(args[0], torch.full((4, 2), float("inf")), SCHEDULE)
+        ddim_invert(args[0], torch.full((4, 2), float("inf")), SCHEDULE, noise_levels(SCHEDULE, 10))
 
 
 @pytest.mark.parametrize("sampler", list(SAMPLERS))

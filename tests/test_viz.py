@@ -1,9 +1,11 @@
 """The plotting helpers draw what they say (panel counts, titles, data) and the GIF is a GIF."""
 
+import base64
+
 import pytest
 import torch
 
-from minidiff import NoiseSchedule, Trajectory, ddpm, eight_gaussians, make_toy, viz
+from minidiff import NoiseSchedule, Trajectory, ddpm, eight_gaussians, make_toy, noise_levels, viz
 from minidiff.data.photo import sample_photo, to_display
 
 
@@ -42,12 +44,16 @@ def test_timestep_panels_and_slider():
 def test_trajectory_plots_and_gif(tmp_path):
     s = NoiseSchedule.linear(T=100)
     traj = Trajectory()
-    ddpm(eight_gaussians().eps_model(s), torch.randn(40, 2), s, steps=10, callback=traj)
+    ddpm(eight_gaussians().eps_model(s), torch.randn(40, 2), s, noise_levels(s, 10), callback=traj)
     assert viz.plot_trajectories(traj, make_toy("eight_gaussians", 100)).axes
     assert len(viz.x0_prediction_grid(traj, n_cols=4).axes) == 8
     path = tmp_path / "reverse.gif"
     image = viz.animate_2d(traj, str(path), frames=5)
-    assert path.read_bytes()[:6] == b"GIF89a" and image.data == path.read_bytes()
+    gif = path.read_bytes()
+    assert gif[:6] == b"GIF89a"
+    # the same GIF, embedded in an <img> as a data URL (plays in the notebook and in exported HTML)
+    assert image.data.startswith('<img src="data:image/gif;base64,')
+    assert base64.b64decode(image.data.split("base64,")[1].split('"')[0]) == gif
 
 
 def test_image_rows_and_slider_show_each_batch():
