@@ -52,7 +52,7 @@ $(STAMP): pyproject.toml
 	@echo "  for the CPU-only build: make $(MAKECMDGOALS) TORCH_INDEX=https://download.pytorch.org/whl/cpu"
 	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
 	@echo "Installing minidiff and the course's packages (editable)"
-	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet -e '.[dev]'  # (no setuptools banner about editable installs)
 	touch $(STAMP)
 
 clean:
