@@ -43,13 +43,13 @@ lab: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check minidiff tests benchmarks
-	$(BIN)/lint-imports
+	$(BIN)/lint-imports --no-logo
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@echo "Installing PyTorch ($(TORCH)$(if $(TORCH_INDEX), from $(TORCH_INDEX))): a CUDA build from PyPI is several GB;"
-	@echo "  for the CPU-only build: make $(MAKECMDGOALS) TORCH_INDEX=https://download.pytorch.org/whl/cpu"
+	@echo "  for the CPU-only build: make $(or $(MAKECMDGOALS),course) TORCH_INDEX=https://download.pytorch.org/whl/cpu"
 	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
 	@echo "Installing minidiff and the course's packages (editable)"
 	PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet -e '.[dev]'  # (no setuptools banner about editable installs)
