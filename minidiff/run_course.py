@@ -71,8 +71,10 @@ def run_notebook(path: Path, out_dir: Path, timeout: int = 1800) -> tuple[bool, 
         ok = False
         print(str(error)[-2000:], file=sys.stderr)
     finally:
-        if km.has_kernel:
-            km.shutdown_kernel()  # a kernel manager we made is ours to shut down
+        if km.has_kernel:  # a kernel manager we made is ours to shut down: ask the kernel to exit and wait
+            km.request_shutdown()  # (shutdown_kernel would interrupt it first: a KeyboardInterrupt in the log)
+            km.finish_shutdown()
+            km.cleanup_resources()
         for k, v in saved.items():
             if v is None:
                 del os.environ[k]
