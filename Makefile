@@ -25,6 +25,9 @@ export OMP_NUM_THREADS := $(THREADS)
 export MKL_NUM_THREADS := $(THREADS)
 
 .PHONY: course test unit lab lint clean
+# a lesson that fails (or a claim it makes) leaves no page, so the next `make course` runs it again;
+# its executed notebook, with the error, stays in build/course/
+.DELETE_ON_ERROR:
 
 course: $(HTML)
 	@$(BIN)/python -m minidiff.run_course --report build/course
