@@ -75,7 +75,7 @@ def _check_out_file(path: Path) -> None:
         raise IsADirectoryError(f"--out {path} is a folder; name the picture file to write, e.g. {path}/samples.png")
     if path.suffix.lower().lstrip(".") not in IMAGE_FORMATS:
         raise ValueError(f"--out {path}: unknown picture format {path.suffix!r}; use .{', .'.join(IMAGE_FORMATS)}")
-    _check_out_dir(path.parent if str(path.parent) else Path("."))
+    _check_out_dir(path.parent)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -139,8 +139,10 @@ def _parser() -> argparse.ArgumentParser:
 def _train(args: argparse.Namespace) -> None:
     _check_out_dir(args.out)
     recipe = get_recipe(args.recipe)
-    grids = [SampleGrids(args.out, recipe.objective(), recipe.sample_shape(), recipe.sample_every, recipe.n_samples)]
-    callbacks = grids if recipe.sample_every else []
+    callbacks = []
+    if recipe.sample_every:
+        objective, shape = recipe.objective(), recipe.sample_shape()
+        callbacks.append(SampleGrids(args.out, objective, shape, recipe.sample_every, recipe.n_samples))
     result = train_recipe(
         recipe, args.out, steps=args.steps, resume=args.resume, device=args.device, callbacks=callbacks
     )

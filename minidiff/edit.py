@@ -23,7 +23,7 @@ from torch import Tensor
 
 from minidiff._checks import check_choice, check_finite
 from minidiff.forward import Denoiser
-from minidiff.samplers import SAMPLERS, Callback, Step, check_sigmas, ddim_step, noise_levels
+from minidiff.samplers import SAMPLERS, Callback, Step, check_sigmas, ddim_step, noise_levels, timestep_at
 from minidiff.schedules import NoiseSchedule
 
 
@@ -165,7 +165,7 @@ def inpaint(
             else:
                 break
         if callback:
-            callback(Step(i, schedule.t_at_sigma(torch.tensor([sigma], dtype=torch.float64)).item(), x, x0_hat, x_next))
+            callback(Step(i, timestep_at(schedule, sigma), x, x0_hat, x_next))
         x = x_next
     return x
 

@@ -177,14 +177,14 @@ def _check_eta(eta: float) -> None:
 
 
 # ----- the pieces every sampler is made of ----------------------------------------------------
-def _t(schedule: NoiseSchedule, sigma: float) -> float:
-    """The model's timestep whose noise level is σ (t = 0 for σ = 0, the closest it knows)."""
+def timestep_at(schedule: NoiseSchedule, sigma: float) -> float:
+    """The model's (fractional) timestep whose noise level is σ (t = 0 for σ = 0, the closest it knows)."""
     return schedule.t_at_sigma(torch.tensor([sigma], dtype=torch.float64)).item()
 
 
 def _eps(model: Denoiser, x_t: Tensor, schedule: NoiseSchedule, sigma: float) -> Tensor:
     """ε̂ = model(x_t, t) at the timestep t of noise level σ, checked to have x_t's shape."""
-    t = torch.full((x_t.shape[0],), _t(schedule, sigma), dtype=x_t.dtype, device=x_t.device)  # (B,)
+    t = torch.full((x_t.shape[0],), timestep_at(schedule, sigma), dtype=x_t.dtype, device=x_t.device)  # (B,)
     eps = model(x_t, t)
     if eps.shape != x_t.shape:
         raise ValueError(f"model output must have the shape of x_t {tuple(x_t.shape)}, got {tuple(eps.shape)}")
@@ -263,7 +263,7 @@ def _report(
     """Hand a σ-space step (σ → σ_next) to the callback, in the VP scale that ddpm reports."""
     if callback:
         sigma, sigma_next = sigmas
-        callback(Step(i, _t(schedule, sigma), _vp(x, sigma), x0_hat, _vp(x_next, sigma_next)))
+        callback(Step(i, timestep_at(schedule, sigma), _vp(x, sigma), x0_hat, _vp(x_next, sigma_next)))
 
 
 # ----- discrete-time samplers on x_t ---------------------------------------------------------
@@ -303,7 +303,7 @@ def ddpm(
         var = beta * (1 - ab_s) / (1 - ab_t)  # β̃ = (1-ᾱ_s)/(1-ᾱ_t)·β, eq. 7
         x_next = mean + var**0.5 * _noise(x, generator)
         if callback:
-            callback(Step(i, _t(schedule, sigma), x, x0_hat, x_next))
+            callback(Step(i, timestep_at(schedule, sigma), x, x0_hat, x_next))
         x = x_next
     return x
 
@@ -335,7 +335,7 @@ def ddim(
     for i, (sigma, sigma_next) in enumerate(pairwise(check_sigmas(sigmas))):
         x_next, x0_hat = ddim_step(model, x, schedule, sigma, sigma_next, eta, generator)
         if callback:
-            callback(Step(i, _t(schedule, sigma), x, x0_hat, x_next))
+            callback(Step(i, timestep_at(schedule, sigma), x, x0_hat, x_next))
         x = x_next
     return x
 
@@ -362,7 +362,7 @@ def ddim_invert(
     for i, (sigma, sigma_next) in enumerate(pairwise(check_sigmas(sigmas)[::-1])):
         x_next, x0_hat = ddim_step(model, x, schedule, sigma, sigma_next)
         if callback:
-            callback(Step(i, _t(schedule, sigma), x, x0_hat, x_next))
+            callback(Step(i, timestep_at(schedule, sigma), x, x0_hat, x_next))
         x = x_next
     return x
 
