@@ -117,6 +117,7 @@ def save_checkpoint(
     meta: dict[str, Any] | None = None,
     extra: dict[str, Tensor] | None = None,
     vae: str | None = None,
+    weights_dtype: torch.dtype | None = None,
 ) -> Path:
     """Write `model` and what it needs to be used again to `path` (a .safetensors file), atomically.
 
@@ -130,6 +131,9 @@ def save_checkpoint(
         meta:         JSON-serialisable metadata to keep alongside
         extra:        more tensors to store (names must not start with "model." or "schedule.")
         vae:          for latent diffusion, the name of the shipped VAE its samples decode with
+        weights_dtype: store the model's parameters in this dtype (torch.float16 halves
+                      a shipped file); None keeps theirs. `load_checkpoint` casts them back to the
+                      dtype of the model it loads into
     Returns the path written. Raises FloatingPointError, writing nothing, if a tensor holds
     NaN or infinite values.
     """
@@ -144,7 +148,11 @@ def save_checkpoint(
     clashing = [k for k in extra if k.startswith(("model.", "schedule."))]
     if clashing:
         raise ValueError(f"extra tensor names must not start with 'model.' or 'schedule.', got {clashing}")
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | extra
+    weights = model.state_dict()
+    if weights_dtype is not None:
+        parameters = dict(model.named_parameters())  # buffers (a VAE's scale factor, …) keep their dtype
+        weights = {k: v.to(weights_dtype) if k in parameters else v for k, v in weights.items()}
+    tensors = {f"model.{k}": v for k, v in weights.items()} | extra
     if schedule is not None:
         tensors["schedule.betas"] = schedule.betas
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}

@@ -93,24 +93,70 @@ def as_eps_model(model: Denoiser, schedule: NoiseSchedule, prediction: str = "ep
     return eps_model
 
 
+WEIGHTINGS = ("uniform", "min_snr")  # how the loss weighs the timesteps (see `loss_weight`)
+TIMESTEP_SAMPLING = ("uniform", "log_normal")  # how training draws t (see `sample_timesteps`)
+
+
+def sample_timesteps(
+    schedule: NoiseSchedule, n: int, how: str = "uniform", generator: torch.Generator | None = None,
+    device: torch.device | str | None = None, p_mean: float = -1.2, p_std: float = 1.2,
+) -> Tensor:
+    """n training timesteps (n,) int64.
+
+    "uniform":    t ~ Uniform{0, …, T-1}  (Ho et al. 2020, Algorithm 1)
+    "log_normal": ln σ ~ N(p_mean, p_std²) and t the timestep whose σ_t is nearest (Karras et al.
+                  2022, §5 and Table 1: P_mean = -1.2, P_std = 1.2): training time goes to the middle
+                  noise levels, where the loss can still fall, not to the ends, where it cannot.
+    """
+    check_choice("timestep sampling", how, TIMESTEP_SAMPLING)
+    if how == "uniform":
+        return torch.randint(0, schedule.T, (n,), generator=generator, device=device)
+    log_sigma = p_mean + p_std * torch.randn(n, generator=generator, device=device, dtype=torch.float64)
+    return schedule.t_at_sigma(log_sigma.exp()).round().long()
+
+
+def loss_weight(weighting: str, snr: Tensor, prediction: str, gamma: float = 5.0) -> Tensor:
+    """The weight of each sample's MSE on its prediction target, from SNR_t = ᾱ_t/(1-ᾱ_t).
+
+    "uniform": 1, the simple loss of Ho et al. 2020.
+    "min_snr": Min-SNR-γ (Hang et al. 2023, eq. 9): weigh the x0-error by min(SNR_t, γ), so
+               that the nearly clean timesteps (huge SNR) stop dominating. The error on ε is
+               the x0-error times 1/SNR, on v times 1/(SNR + 1), so the weight on the
+               prediction's MSE is min(SNR, γ)/SNR for ε, min(SNR, γ)/(SNR + 1) for v,
+               min(SNR, γ) for x0; γ = 5 is the paper's choice.
+    """
+    check_choice("weighting", weighting, WEIGHTINGS)
+    if weighting == "uniform":
+        return torch.ones_like(snr)
+    clipped = snr.clamp(max=gamma)
+    return {"eps": clipped / snr, "v": clipped / (snr + 1), "x0": clipped}[prediction]
+
+
 def diffusion_loss(
     model: Denoiser,
     x0: Tensor,
     schedule: NoiseSchedule,
     prediction: str = "eps",
     generator: torch.Generator | None = None,
+    weighting: str = "uniform",
+    timesteps: str = "uniform",
 ) -> Tensor:
-    """The simple DDPM training loss (Ho et al. 2020, Algorithm 1 / eq. 14):
+    """The DDPM training loss (Ho et al. 2020, Algorithm 1 / eq. 14), optionally reweighted:
 
-    t ~ Uniform{0, …, T-1},  ε ~ N(0, I),  x_t = √ᾱ_t·x0 + √(1-ᾱ_t)·ε
-    L = ‖ target - model(x_t, t) ‖²   with target ε, x0 or v (see `training_target`)
+    t ~ Uniform{0, …, T-1} (or `sample_timesteps`),  ε ~ N(0, I),  x_t = √ᾱ_t·x0 + √(1-ᾱ_t)·ε
+    L = mean over samples of w_t·‖ target - model(x_t, t) ‖²   with target ε, x0 or v
+    (see `training_target`) and w_t = 1 or `loss_weight`'s Min-SNR weight.
     """
     check_finite("x0", x0)
-    t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator, device=x0.device)  # (B,)
+    t = sample_timesteps(schedule, x0.shape[0], timesteps, generator, x0.device)  # (B,)
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x_t = schedule.q_sample(x0, t, eps)
     target = training_target(prediction, x0, eps, schedule.at(schedule.alpha_bar, t, x0))
-    return F.mse_loss(model(x_t, t), target)
+    if weighting == "uniform" and timesteps == "uniform":
+        return F.mse_loss(model(x_t, t), target)
+    w = loss_weight(weighting, schedule.snr.to(x0.device)[t], prediction).to(x0.dtype)  # (B,)
+    per_sample = (model(x_t, t) - target).pow(2).flatten(1).mean(1)  # (B,)
+    return (w * per_sample).mean()
 
 
 def with_condition_dropout(
@@ -134,6 +180,8 @@ class DiffusionObjective(Objective):
     schedule:   the noise schedule to train on
     prediction: what the network predicts: "eps", "x0" or "v"
     p_uncond:   probability of training a sample with the null condition ∅ (for guidance)
+    weighting:  "uniform" or "min_snr" (`loss_weight`)
+    timesteps:  how t is drawn: "uniform" or "log_normal" (`sample_timesteps`)
     vae:        the shipped VAE whose latents x0 are, for latent diffusion (recorded in the
                 checkpoints, so that `minidiff.generate` decodes the samples with it)
     """
@@ -142,22 +190,28 @@ class DiffusionObjective(Objective):
     prediction: str = "eps"
     p_uncond: float = 0.0
     vae: str | None = None
+    weighting: str = "uniform"
+    timesteps: str = "uniform"
 
     def __post_init__(self) -> None:
         check_choice("prediction", self.prediction, PREDICTIONS)
+        check_choice("weighting", self.weighting, WEIGHTINGS)
+        check_choice("timesteps", self.timesteps, TIMESTEP_SAMPLING)
         if not 0 <= self.p_uncond < 1:
             raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond!r}")
 
     def __call__(self, model: nn.Module, batch: tuple[Tensor, ...], generator: torch.Generator) -> Tensor:
         x0, *y = batch
         denoiser = with_condition_dropout(model, y[0], self.p_uncond, generator) if y else model
-        return diffusion_loss(denoiser, x0, self.schedule, self.prediction, generator)
+        return diffusion_loss(denoiser, x0, self.schedule, self.prediction, generator, self.weighting, self.timesteps)
 
     def describe(self) -> dict[str, Any]:
         betas = hashlib.sha256(self.schedule.betas.double().numpy().tobytes()).hexdigest()[:16]
         schedule = {"name": self.schedule.name, "T": self.schedule.T, "betas_sha256": betas}
-        return {"objective": "diffusion", "prediction": self.prediction, "p_uncond": self.p_uncond,
-                "schedule": schedule, "vae": self.vae}
+        described = {"objective": "diffusion", "prediction": self.prediction, "p_uncond": self.p_uncond,
+                     "schedule": schedule, "vae": self.vae}
+        # (only where they differ from the plain loss, so that runs saved before these options still resume)
+        return described | {k: v for k in ("weighting", "timesteps") if (v := getattr(self, k)) != "uniform"}
 
     def check(self, model: nn.Module, data: tuple[Tensor, ...]) -> None:
         if len(data) > 2:

@@ -4,6 +4,7 @@ manifest, how it was made and how good it is (measured here, at publish time).
     from minidiff.publish import publish, publish_vae
     publish("runs/digits/model.safetensors", "digits", "digits", "digits", "14 min", n_samples=1000)
     publish_vae("runs/vae_shapes/model.safetensors", "vae_shapes", "vae_shapes", "12 min")
+    halve("digits")          # a model shipped in float32: store it in float16, measuring the change
 
 Samples are drawn with `minidiff.generate`, the same path the command line and the lessons use.
 """
@@ -11,19 +12,21 @@ Samples are drawn with `minidiff.generate`, the same path the command line and t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from minidiff.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from minidiff.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from minidiff.files import WEIGHTS_DIR, machine_description, record_in_manifest, sha256_of
 from minidiff.forward import is_conditional
 from minidiff.generate import generate
 from minidiff.metrics import ImageMetric
 from minidiff.nn.vae import VAE, reconstruction_mse
-from minidiff.pretrained import MANIFEST, VAE_MANIFEST
+from minidiff.pretrained import MANIFEST, VAE_MANIFEST, load_pretrained, pretrained_info
 from minidiff.recipes import get_recipe
 
 
@@ -37,49 +40,62 @@ def publish(
     sampler: str = "ddim",
     steps: int = 50,
     guidance: float = 3.0,
+    sweep: Sequence[float] = (),
     weights_dir: str | Path = WEIGHTS_DIR,
 ) -> dict[str, Any]:
     """Ship a trained model: copy its EMA weights from a run's checkpoint into weights_dir as
-    `<name>.safetensors` and record it in the manifest with its measured quality.
+    `<name>.safetensors`, in half precision, and record it in the manifest with its measured quality.
 
     Quality is the dataset metric (`minidiff.metrics.ImageMetric`) of `n_samples` samples
-    drawn with `sampler`/`steps` from seed 0, next to the same metric for real training images
-    (the baseline a perfect model would reach). A conditional model is asked for every class in
-    turn, with classifier-free guidance scale `guidance`, and its entry also records the
-    accuracy: the share of samples the classifier sees as the class asked for.
+    drawn with `sampler`/`steps` from seed 0 by the file as shipped, next to the same metric
+    for real training images (the baseline a perfect model would reach) and for the run's
+    float32 weights (what storing float16 changed). A conditional model is asked for every
+    class in turn, with classifier-free guidance scale `guidance` (and each scale of `sweep`,
+    recorded under "by_guidance"), and its entry also records the accuracy: the share of
+    samples the classifier sees as the class asked for.
     """
-    ckpt = load_checkpoint(run_checkpoint)
-    metric = ImageMetric(dataset)
-    r = get_recipe(recipe)
-    real = dataclasses.replace(r, latent=None).load_data()[0][:n_samples]  # images, also for a latent model
-    conditional = is_conditional(ckpt.model)
-    labels = torch.arange(n_samples) % len(metric.class_names) if conditional else None
-    images = generate(ckpt, n_samples, sampler=sampler, steps=steps, label=labels,
-                      guidance=guidance if conditional else None)
-    quality = metric.evaluate(images, labels)
-    baseline = metric.evaluate(real)
+    run = load_checkpoint(run_checkpoint)
     path = Path(weights_dir) / f"{name}.safetensors"
-    save_checkpoint(path, ckpt.model, ckpt.schedule, ckpt.sample_shape, ckpt.prediction, ckpt.step, ckpt.meta,
-                    vae=ckpt.vae)
-    parameters = sum(p.numel() for p in ckpt.model.parameters())
+    save_checkpoint(path, run.model, run.schedule, run.sample_shape, run.prediction, run.step, run.meta,
+                    vae=run.vae, weights_dtype=torch.float16)
+    shipped = load_checkpoint(path)
+    measure = functools.partial(_quality, dataset=dataset, n_samples=n_samples, sampler=sampler, steps=steps)
+    quality, float32 = measure(shipped, guidance), measure(run, guidance)
+    real = dataclasses.replace(get_recipe(recipe), latent=None).load_data()[0][:n_samples]  # images, also latent
+    baseline = ImageMetric(dataset).evaluate(real)
+    conditional = is_conditional(shipped.model)
+    parameters = sum(p.numel() for p in shipped.model.parameters())
     asked = f", accuracy {quality['accuracy']:.0%} at guidance {guidance}" if conditional else ""
     entry = {
         "sha256": sha256_of(path.read_bytes()),
-        "description": f"{type(ckpt.model).__name__} ({parameters / 1e6:.2f}M parameters) on {dataset}"
-        f"{f' latents ({ckpt.vae})' if ckpt.vae else ''}, "
-        f"{ckpt.step} steps; FD {quality['fd']:.2f} (real data: {baseline['fd']:.2f}){asked}",
+        "description": f"{type(shipped.model).__name__} ({parameters / 1e6:.2f}M parameters) on {dataset}"
+        f"{f' latents ({shipped.vae})' if shipped.vae else ''}, "
+        f"{shipped.step} steps; FD {quality['fd']:.2f} (real data: {baseline['fd']:.2f}){asked}",
         "recipe": recipe,
-        "command": f"python -m minidiff train --recipe {recipe} --out runs/{recipe} --steps {ckpt.step}",
-        "steps": ckpt.step,
+        "command": f"python -m minidiff train --recipe {recipe} --out runs/{recipe} --steps {shipped.step}",
+        "steps": shipped.step,
         "parameters": parameters,
+        "weights": "float16",
         "training_time": training_time,
         "machine": machine_description(),
         "metric": {"samples": n_samples, "sampler": f"{sampler}-{steps}", **quality}
         | ({"guidance": guidance} if conditional else {}),
+        "float32_metric": float32,
         "baseline": {"data": f"{len(real)} real training images", **baseline},
     }
+    if conditional and sweep:
+        entry["by_guidance"] = {str(w): measure(shipped, w) for w in sweep}
     record_in_manifest(weights_dir, MANIFEST, path.name, entry)
     return entry
+
+
+def _quality(ckpt: Checkpoint, guidance: float, dataset: str, n_samples: int, sampler: str, steps: int) -> dict:
+    """The dataset metric of n_samples samples of ckpt (seed 0; every class in turn at `guidance` if conditional)."""
+    metric = ImageMetric(dataset)
+    labels = torch.arange(n_samples) % len(metric.class_names) if is_conditional(ckpt.model) else None
+    images = generate(ckpt, n_samples, sampler=sampler, steps=steps, label=labels,
+                      guidance=guidance if labels is not None else None)
+    return metric.evaluate(images, labels)
 
 
 def publish_vae(
@@ -93,7 +109,7 @@ def publish_vae(
     """Ship a trained VAE: copy it (EMA weights and scale factor) from a finished run's
     model.safetensors into weights_dir as `<name>.safetensors`, and record it in the VAE
     manifest with its reconstruction MSE on `n_heldout` held-out images (`Recipe.load_heldout`:
-    images the run never saw)."""
+    images the run never saw), for the half-precision file shipped and for the run's float32 weights."""
     saved = load_checkpoint(run_checkpoint)
     vae = saved.model
     if not isinstance(vae, VAE):
@@ -104,10 +120,12 @@ def publish_vae(
         )
     r = get_recipe(recipe)
     heldout = r.load_heldout(n_heldout)
-    mse = reconstruction_mse(vae, heldout)
-    psnr = 10 * math.log10(4 / mse)  # peak-to-peak 2 on the [-1, 1] scale
+    mse_float32 = reconstruction_mse(vae, heldout)
     path = Path(weights_dir) / f"{name}.safetensors"
-    save_checkpoint(path, vae, sample_shape=saved.sample_shape, step=saved.step, meta=saved.meta)
+    save_checkpoint(path, vae, sample_shape=saved.sample_shape, step=saved.step, meta=saved.meta,
+                    weights_dtype=torch.float16)
+    mse = reconstruction_mse(load_checkpoint(path).model, heldout)  # of the file as shipped
+    psnr = 10 * math.log10(4 / mse)  # peak-to-peak 2 on the [-1, 1] scale
     parameters = sum(p.numel() for p in vae.parameters())
     latent = vae.latent_shape(tuple(heldout.shape[1:]))
     entry = {
@@ -123,11 +141,37 @@ def publish_vae(
         "kl_weight": vae.config.kl_weight,
         "scale_factor": vae.scale_factor.item(),
         "latent_shape": list(latent),
+        "weights": "float16",
         "metric": {
             "heldout_mse": mse,
+            "float32_heldout_mse": mse_float32,
             "psnr_db": psnr,
             "heldout": f"{len(heldout)} {r.dataset} images never trained on",
         },
     }
     record_in_manifest(weights_dir, VAE_MANIFEST, path.name, entry)
+    return entry
+
+
+def halve(name: str, weights_dir: str | Path = WEIGHTS_DIR) -> dict[str, Any]:
+    """Store a shipped float32 denoiser in half precision, measuring what that changes: its
+    manifest's metric (same samples, sampler and guidance) before and after. The entry keeps
+    the float32 figures as "float32_metric"; the file is replaced only after both are measured."""
+    entry = pretrained_info(name, weights_dir)
+    metric = entry["metric"]
+    sampler, steps = metric["sampler"].rsplit("-", 1)
+    dataset = get_recipe(entry["recipe"]).dataset
+    measure = functools.partial(_quality, guidance=metric.get("guidance", 1.0), dataset=dataset,
+                                n_samples=metric["samples"], sampler=sampler, steps=int(steps))
+    float32 = load_pretrained(name, weights_dir=weights_dir)
+    before = measure(float32)
+    path = Path(weights_dir) / f"{name}.safetensors"
+    staged = path.with_suffix(".float16")  # written and measured beside the original first
+    save_checkpoint(staged, float32.model, float32.schedule, float32.sample_shape, float32.prediction, float32.step,
+                    float32.meta, vae=float32.vae, weights_dtype=torch.float16)
+    after = measure(load_checkpoint(staged))
+    staged.replace(path)
+    entry |= {"sha256": sha256_of(path.read_bytes()), "weights": "float16", "float32_metric": before,
+              "metric": metric | after}
+    record_in_manifest(weights_dir, MANIFEST, path.name, entry)
     return entry

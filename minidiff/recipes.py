@@ -56,6 +56,8 @@ class Recipe:
     T: int = 1000  # training timesteps
     prediction: str = "v"  # what a denoiser learns to predict: "eps", "x0" or "v" (see the module docstring)
     p_uncond: float = 0.0  # conditional models: probability of training a sample with the null condition
+    weighting: str = "uniform"  # the loss's weight per timestep: "uniform" or "min_snr" (`forward.loss_weight`)
+    timesteps: str = "uniform"  # how training draws t: "uniform" or "log_normal" (`forward.sample_timesteps`)
     sample_every: int = 0  # the command line saves a grid of EMA samples every this many steps (0: never)
     n_samples: int = 64  # samples in that grid
     image_size: int = 16  # side of the images (digits, shapes)
@@ -100,7 +102,7 @@ class Recipe:
         if isinstance(self.model, VAEConfig):
             return VAEObjective()
         schedule = NoiseSchedule.from_name(self.schedule, self.T)
-        return DiffusionObjective(schedule, self.prediction, self.p_uncond, self.latent)
+        return DiffusionObjective(schedule, self.prediction, self.p_uncond, self.latent, self.weighting, self.timesteps)
 
     def sample_shape(self) -> tuple[int, ...]:
         """The shape of one training sample: (2,) points, (C, H, W) images, or (c, h, w) latents."""

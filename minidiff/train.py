@@ -47,7 +47,7 @@ from minidiff.objective import Objective
 
 CHECKPOINT = "last.safetensors"  # the full state of a run, for resume
 MODEL = "model.safetensors"  # the EMA model alone, written when the run ends
-LR_SCHEDULES = ("constant", "one_cycle")
+LR_SCHEDULES = ("constant", "cosine", "one_cycle")
 
 Callback = Callable[[int, float, nn.Module], None]  # callback(step, loss, ema_model)
 
@@ -60,7 +60,7 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3  # AdamW's learning rate after the warm-up (the peak, for one_cycle)
     warmup: int = 100  # steps over which the learning rate rises linearly from 0 to lr
-    lr_schedule: str = "constant"  # after the warm-up: "constant", or "one_cycle" (see `lr_at`)
+    lr_schedule: str = "constant"  # "constant" or "cosine" after the warm-up, or "one_cycle" (see `lr_at`)
     weight_decay: float = 0.01  # AdamW's decoupled weight decay
     grad_clip: float | None = 1.0  # the gradient's norm is clipped to this (None: not clipped)
     ema_decay: float = 0.999  # decay of the EMA weights (with a warm-up, see `ema_decay_at`); 0: no averaging
@@ -99,12 +99,18 @@ def lr_at(step: int, config: TrainConfig) -> float:
     """Learning rate of step `step` (1, 2, …).
 
     "constant": lr·step/warmup during the warm-up, then lr.
+    "cosine":   the same warm-up, then a cosine decay to 0 at the last step (Loshchilov & Hutter
+                2017, without restarts): lr·(1 + cos(π·(step - warmup)/(steps - warmup)))/2.
     "one_cycle": the one-cycle policy (Smith & Topin 2019) as `torch.optim.lr_scheduler.OneCycleLR`
     computes it with its defaults: over the first 30% of the steps, a cosine rise from lr/25
     to lr; then a cosine fall to lr/25/10⁴ (warmup is not used)."""
     if config.lr_schedule == "one_cycle":
         return _one_cycle(step, config.steps, config.lr / 25, config.lr, config.lr / 25 / 1e4)
-    return config.lr * min(1.0, step / config.warmup) if config.warmup else config.lr
+    if step < config.warmup:
+        return config.lr * step / config.warmup
+    if config.lr_schedule == "cosine" and config.steps > config.warmup:
+        return _cosine(config.lr, 0.0, (step - config.warmup) / (config.steps - config.warmup))
+    return config.lr
 
 
 def beta1_at(step: int, config: TrainConfig) -> float:
@@ -343,7 +349,7 @@ def _restore(run: _Run, path: Path) -> None:
 def _check_same_run(path: Path, meta: dict, run: _Run) -> None:
     """Raise CheckpointError naming every setting in which the saved run differs from `run`."""
     saved, ours = meta.get("train", {}), asdict(run.config)
-    # a one-cycle schedule is laid out over the run's total steps: those cannot change on resume
+    # a one-cycle or cosine schedule is laid out over the run's total steps: those cannot change on resume
     resumable = RESUMABLE_CHANGES if run.config.lr_schedule == "constant" else ("checkpoint_every",)
     differences = [
         f"{k}: checkpoint {saved.get(k)!r}, now {v!r}"

@@ -56,6 +56,28 @@ def test_save_load_gives_identical_outputs(tmp_path, config, shape):
     assert ckpt.extra == {}
 
 
+def test_half_precision_weights_halve_the_file_and_load_back_as_float32(tmp_path):
+    schedule = NoiseSchedule.cosine(100)
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(channels=16, channel_mults=(1, 2), blocks_per_level=1, heads=2))
+    for p in model.parameters():  # (zero-initialised outputs would make the comparison vacuous)
+        torch.nn.init.normal_(p, std=0.05)
+    full = save_checkpoint(tmp_path / "f32.safetensors", model, schedule, (1, 8, 8))
+    half = save_checkpoint(tmp_path / "f16.safetensors", model, schedule, (1, 8, 8), weights_dtype=torch.float16)
+    stored = safetensors.torch.load_file(half)
+    assert all(stored[f"model.{k}"].dtype == torch.float16 for k, _ in model.named_parameters())
+    assert stored["schedule.betas"].dtype == schedule.betas.dtype  # only the network's parameters are halved
+    assert 0.45 < half.stat().st_size / full.stat().st_size < 0.55
+    loaded = load_checkpoint(half).model
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([10, 500])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, t), model.eval()(x, t), rtol=0, atol=5e-3)  # float16: ~3 digits
+    with pytest.raises(FloatingPointError, match="NaN or infinite"):  # 1e5 does not fit in float16
+        torch.nn.init.constant_(next(model.parameters()), 1e5)
+        save_checkpoint(tmp_path / "big.safetensors", model, schedule, (1, 8, 8), weights_dtype=torch.float16)
+
+
 def test_load_into_an_existing_model_and_extra_tensors(tmp_path):
     model = perturbed(MLPDenoiser(TINY_MLP))
     extra = {"state.a": torch.arange(5), "state.b": torch.tensor(2.5)}

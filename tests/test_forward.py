@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from minidiff import MLPDenoiser, NoiseSchedule, as_eps_model, diffusion_loss, training_target, x0_from_eps
-from minidiff.forward import eps_from_v, eps_from_x0
+from minidiff.forward import eps_from_v, eps_from_x0, loss_weight, sample_timesteps
 
 
 @pytest.fixture
@@ -86,3 +86,47 @@ def test_perfect_eps_predictor_has_zero_loss():
 def test_loss_rejects_non_finite_data():
     with pytest.raises(ValueError, match="x0 contains NaN"):
         diffusion_loss(MLPDenoiser(), torch.full((4, 2), float("inf")), NoiseSchedule.linear())
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_min_snr_weight_is_min_snr_gamma_on_the_x0_error(batch, prediction):
+    """Hang et al. 2023: whatever the network predicts, the weighted loss is min(SNR, γ)·‖x̂0 - x0‖²."""
+    s, x0, eps, t, ab, x_t = batch
+    target = training_target(prediction, x0, eps, ab)
+    guess = target + 0.1 * torch.randn(target.shape, generator=torch.Generator().manual_seed(1), dtype=target.dtype)
+    eps_hat = {"eps": lambda: guess, "x0": lambda: eps_from_x0(x_t, guess, ab), "v": lambda: eps_from_v(x_t, guess, ab)}
+    x0_error = (x0_from_eps(x_t, eps_hat[prediction](), ab) - x0).pow(2).flatten(1).mean(1)
+    snr = s.snr.to(torch.float64)[t]
+    weighted = loss_weight("min_snr", snr, prediction) * (guess - target).pow(2).flatten(1).mean(1)
+    keep = t < 999 if prediction == "eps" else slice(None)  # at t = T-1, x̂0 from ε divides by √ᾱ ≈ 4e-5
+    torch.testing.assert_close(weighted[keep], (snr.clamp(max=5.0) * x0_error)[keep])
+    assert torch.equal(loss_weight("uniform", snr, prediction), torch.ones_like(snr))
+
+
+def test_log_normal_timesteps_have_the_edm_moments():
+    """ln σ_t of the drawn timesteps: mean P_mean = -1.2 and std P_std = 1.2 (Karras et al. 2022), up to
+    the rounding of σ to the nearest of 1000 timesteps; uniform draws cover 0 … T-1 evenly."""
+    s = NoiseSchedule.cosine()
+    t = sample_timesteps(s, 100_000, "log_normal", torch.Generator().manual_seed(0))
+    log_sigma = s.sigmas[t].double().log()
+    assert t.dtype == torch.int64 and 0 <= t.min() and t.max() < s.T
+    assert abs(log_sigma.mean() + 1.2) < 0.02 and abs(log_sigma.std() - 1.2) < 0.02
+    u = sample_timesteps(s, 100_000, "uniform", torch.Generator().manual_seed(0))
+    assert abs(u.double().mean() - 499.5) < 3 and u.min() == 0 and u.max() == 999
+    with pytest.raises(ValueError, match="unknown timestep sampling 'edm'"):
+        sample_timesteps(s, 4, "edm")
+
+
+def test_weighted_loss_of_a_perfect_model_is_zero_and_uniform_is_the_plain_mse(batch):
+    s, x0, *_ = batch
+    flat = x0.flatten(1).float()
+
+    def oracle(x_t, t):  # knows x0: predicts it exactly
+        return flat
+
+    for timesteps in ("uniform", "log_normal"):
+        assert diffusion_loss(oracle, flat, s, "x0", torch.Generator().manual_seed(0), "min_snr", timesteps) == 0
+    model = MLPDenoiser()
+    plain = diffusion_loss(model, flat[:, :2], s, "v", torch.Generator().manual_seed(2))
+    same = diffusion_loss(model, flat[:, :2], s, "v", torch.Generator().manual_seed(2), "uniform", "uniform")
+    assert torch.equal(plain, same)

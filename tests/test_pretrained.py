@@ -62,6 +62,18 @@ def test_every_shipped_model_came_from_a_committed_recipe():
         assert (WEIGHTS_DIR / f"{name}.safetensors").stat().st_size < 10e6, f"{name}: keep shipped files small"
 
 
+def test_half_precision_changed_no_recorded_metric():
+    """Models shipped in float16 were measured both ways at publish time (same samples and seed):
+    the Fréchet distance within 3% and the accuracy within 2 points of the float32 weights'."""
+    halved = [n for n in list_pretrained() if pretrained_info(n).get("weights") == "float16"]
+    assert "digits" in halved
+    for name in halved:
+        info = pretrained_info(name)
+        now, before = info["metric"], info["float32_metric"]
+        assert abs(now["fd"] - before["fd"]) <= 0.03 * before["fd"], name
+        assert abs(now.get("accuracy", 0) - before.get("accuracy", 0)) <= 0.02, name
+
+
 def test_shapes_loads_and_its_samples_beat_a_threshold():
     """64 DDIM-20 samples of the unconditional shapes model: FD below 15 (measured 8.3; at this
     count real training shapes score 1.4, 5×5-blurred ones 33, uniform noise 8,200) and at

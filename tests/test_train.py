@@ -244,6 +244,21 @@ def test_one_cycle_matches_torch_one_cycle_lr():
     assert lr_at(1, config) == pytest.approx(lr / 25) and lr_at(15, config) == pytest.approx(lr)  # peak at 30%
 
 
+def test_cosine_schedule_matches_torch_cosine_annealing_after_the_warmup():
+    """lr_at's "cosine": the warm-up of "constant", then CosineAnnealingLR (eta_min 0) over the remaining steps."""
+    steps, warmup, lr = 40, 8, 2e-3
+    config = TrainConfig(steps=steps, lr=lr, warmup=warmup, lr_schedule="cosine")
+    constant = dataclasses.replace(config, lr_schedule="constant")
+    assert [lr_at(s, config) for s in range(1, warmup)] == [lr_at(s, constant) for s in range(1, warmup)]
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps - warmup)
+    for step in range(warmup, steps + 1):
+        assert lr_at(step, config) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-12, abs=1e-15), step
+        optimizer.step()
+        scheduler.step()
+    assert lr_at(warmup, config) == lr and lr_at(steps, config) == 0.0 and lr_at(24, config) == pytest.approx(lr / 2)
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
         TrainConfig(batch_size=0)
@@ -251,8 +266,10 @@ def test_bad_arguments_are_named():
         DiffusionObjective(SCHEDULE, prediction="noise")
     with pytest.raises(ValueError, match=r"p_uncond must be in \[0, 1\)"):
         DiffusionObjective(SCHEDULE, p_uncond=1.0)
-    with pytest.raises(ValueError, match="unknown lr_schedule 'cosine'"):
-        TrainConfig(lr_schedule="cosine")
+    with pytest.raises(ValueError, match="unknown lr_schedule 'linear'"):
+        TrainConfig(lr_schedule="linear")
+    with pytest.raises(ValueError, match="unknown weighting 'snr'"):
+        DiffusionObjective(SCHEDULE, weighting="snr")
     for moved in ("prediction", "p_uncond", "sample_every", "n_samples"):  # now on DiffusionObjective / Recipe
         with pytest.raises(TypeError, match=moved):
             TrainConfig(**{moved: 1})
