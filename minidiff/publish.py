@@ -21,12 +21,12 @@ from typing import Any
 import torch
 
 from minidiff.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from minidiff.files import WEIGHTS_DIR, machine_description, record_in_manifest, sha256_of
+from minidiff.files import WEIGHTS_DIR, machine_description, record_in_manifest, sha256_of, verified_bytes
 from minidiff.forward import is_conditional
 from minidiff.generate import generate
 from minidiff.metrics import ImageMetric
 from minidiff.nn.vae import VAE, reconstruction_mse
-from minidiff.pretrained import MANIFEST, VAE_MANIFEST, load_pretrained, pretrained_info
+from minidiff.pretrained import MANIFEST, VAE_MANIFEST, load_pretrained, pretrained_info, vae_info
 from minidiff.recipes import get_recipe
 
 
@@ -174,4 +174,21 @@ def halve(name: str, weights_dir: str | Path = WEIGHTS_DIR) -> dict[str, Any]:
     entry |= {"sha256": sha256_of(path.read_bytes()), "weights": "float16", "float32_metric": before,
               "metric": metric | after}
     record_in_manifest(weights_dir, MANIFEST, path.name, entry)
+    return entry
+
+
+def halve_vae(name: str, weights_dir: str | Path = WEIGHTS_DIR) -> dict[str, Any]:
+    """`halve` for a shipped VAE: its held-out reconstruction MSE (the manifest's images) before and after."""
+    entry = vae_info(name, weights_dir)
+    path = Path(weights_dir) / f"{name}.safetensors"
+    heldout = get_recipe(entry["recipe"]).load_heldout(int(entry["metric"]["heldout"].split()[0]))
+    float32 = load_checkpoint(path, data=verified_bytes(path, VAE_MANIFEST, "restore it from git"))
+    staged = path.with_suffix(".float16")
+    save_checkpoint(staged, float32.model, sample_shape=float32.sample_shape, step=float32.step, meta=float32.meta,
+                    weights_dtype=torch.float16)
+    mse, mse_float32 = (reconstruction_mse(m, heldout) for m in (load_checkpoint(staged).model, float32.model))
+    staged.replace(path)
+    entry |= {"sha256": sha256_of(path.read_bytes()), "weights": "float16"}
+    entry["metric"] |= {"heldout_mse": mse, "float32_heldout_mse": mse_float32, "psnr_db": 10 * math.log10(4 / mse)}
+    record_in_manifest(weights_dir, VAE_MANIFEST, path.name, entry)
     return entry

@@ -114,8 +114,12 @@ class Recipe:
         return (net.in_channels, self.image_size, self.image_size)
 
 
-# The conditional shapes models (their condition is dropped 10% of the time, for guidance).
-CONDITIONAL_TRAINING = TrainConfig(steps=3000, warmup=200, ema_decay=0.999, checkpoint_every=250)
+# What benchmarks/bench_recipes.py found to learn fastest per CPU minute on shapes (curves in
+# benchmarks/README.md): Min-SNR-5 weighting (the recipe's `weighting`), then batches of 32
+# (more, noisier steps beat fewer exact ones at this size), and a cosine decay of the learning
+# rate to 0 at the end of the run.
+FAST_TRAINING = TrainConfig(steps=5000, batch_size=32, warmup=200, lr_schedule="cosine", ema_decay=0.999,
+                            checkpoint_every=250)
 
 RECIPES: dict[str, Recipe] = {
     r.name: r
@@ -131,22 +135,25 @@ RECIPES: dict[str, Recipe] = {
         ),
         Recipe(
             name="shapes",
-            description="U-Net (1.4M parameters) on 10,000 procedural RGB shapes at 32×32; "
-            "3,000 steps, about 1.5 hours on a CPU, minutes on a GPU",
+            description="U-Net (0.83M parameters) on 10,000 procedural RGB shapes at 32×32; 5,000 steps of batch "
+            "32, about 25 minutes on one idle CPU thread, a minute or two on a GPU",
             dataset="shapes",
-            model=UNetConfig(in_channels=3, channels_last=True),
-            training=TrainConfig(steps=3000, warmup=200, ema_decay=0.9995, checkpoint_every=250),
+            model=UNetConfig(in_channels=3, blocks_per_level=1, channels_last=True),
+            training=FAST_TRAINING,
+            weighting="min_snr",
             sample_every=1000,
             image_size=32,
         ),
         Recipe(
             name="shapes_class",
             description="class-conditional U-Net (0.83M parameters) on the 16 shape × colour classes at 32×32, "
-            "labels dropped 10% of the time for classifier-free guidance; 3,000 steps, about an hour on a CPU",
+            "labels dropped 10% of the time for classifier-free guidance; 5,000 steps of batch 32, about 25 "
+            "minutes on one idle CPU thread",
             dataset="shapes",
             model=UNetConfig(in_channels=3, blocks_per_level=1, num_classes=16, channels_last=True),
             condition="label",
-            training=CONDITIONAL_TRAINING,
+            training=FAST_TRAINING,
+            weighting="min_snr",
             p_uncond=0.1,
             sample_every=1000,
             image_size=32,
@@ -154,13 +161,14 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             name="shapes_text",
             description="text-conditional U-Net (0.98M parameters with its 2-layer text encoder) on the shapes "
-            "captions at 32×32, green stars held out, prompts dropped 10% of the time; 2,000 steps, about 40 "
-            "minutes on an idle CPU thread",
+            "captions at 32×32, green stars held out, prompts dropped 10% of the time; 5,000 steps of batch 32, "
+            "about 30 minutes on one idle CPU thread",
             dataset="shapes",
             model=TextUNetConfig(UNetConfig(in_channels=3, blocks_per_level=1, context_dim=64, channels_last=True)),
             condition="caption",
             holdout=("green star",),
-            training=dataclasses.replace(CONDITIONAL_TRAINING, steps=2000),
+            training=FAST_TRAINING,
+            weighting="min_snr",
             p_uncond=0.1,
             sample_every=1000,
             image_size=32,
@@ -177,13 +185,14 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             name="shapes_latent",
             description="class-conditional latent diffusion: a U-Net (2.2M parameters) on the 4×8×8 latents of "
-            "the shipped VAE vae_shapes, labels dropped 10% of the time; 2,000 steps, about 11 minutes on one idle "
-            "CPU thread (shapes_class, in pixels, takes an hour)",
+            "the shipped VAE vae_shapes, labels dropped 10% of the time; 5,000 steps of batch 32, about 15 minutes on "
+            "one idle CPU thread",
             dataset="shapes",
             model=UNetConfig(in_channels=4, channels=64, channel_mults=(1, 2), blocks_per_level=1, num_classes=16),
             condition="label",
             latent="vae_shapes",
-            training=dataclasses.replace(CONDITIONAL_TRAINING, steps=2000),
+            training=FAST_TRAINING,
+            weighting="min_snr",
             p_uncond=0.1,
             image_size=32,
         ),

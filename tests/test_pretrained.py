@@ -11,7 +11,7 @@ from minidiff.files import WEIGHTS_DIR, WeightsError
 from minidiff.generate import generate
 from minidiff.latent import decode, encode
 from minidiff.metrics import ImageMetric
-from minidiff.pretrained import MANIFEST, load_vae, vae_info
+from minidiff.pretrained import MANIFEST, list_vaes, load_vae, vae_info
 from minidiff.recipes import RECIPES
 
 SHAPES_FD = 15.0
@@ -72,6 +72,10 @@ def test_half_precision_changed_no_recorded_metric():
         now, before = info["metric"], info["float32_metric"]
         assert abs(now["fd"] - before["fd"]) <= 0.03 * before["fd"], name
         assert abs(now.get("accuracy", 0) - before.get("accuracy", 0)) <= 0.02, name
+    for name in list_vaes():
+        metric = vae_info(name)["metric"]
+        assert vae_info(name)["weights"] == "float16", name
+        assert abs(metric["heldout_mse"] - metric["float32_heldout_mse"]) <= 0.02 * metric["float32_heldout_mse"], name
 
 
 def test_shapes_loads_and_its_samples_beat_a_threshold():
