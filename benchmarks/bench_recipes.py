@@ -3,6 +3,7 @@
     python benchmarks/bench_recipes.py --recipe shapes_class --minutes 4            # every variant
     python benchmarks/bench_recipes.py --variants baseline,min_snr --minutes 1      # a few, quickly
     python benchmarks/bench_recipes.py --plot benchmarks/results/recipes_*.jsonl   # curves of saved runs
+    python benchmarks/bench_recipes.py --speed                                      # step times alone
 
 Each *variant* is the recipe with one training choice changed (the literature's candidates
 at this scale, see VARIANTS). Every variant gets the same budget of training CPU time: its
@@ -133,6 +134,21 @@ def run_variant(base: Recipe, variant: str, args: argparse.Namespace, log: Path)
         f.writelines(json.dumps(row) + "\n" for row in evaluate.rows)
 
 
+def speed(base: Recipe, variants: list[str]) -> None:
+    """Each variant's training step time, next to the baseline's, as a Markdown table."""
+    x, y = base.load_data()
+    data = (x,) if y is None else (x, y)
+    reference = step_seconds(base, data)
+    print(f"| variant | s / step | images / s | vs baseline |\n|---|---|---|---|\n| baseline | {reference:.3f} "
+          f"| {base.training.batch_size / reference:.0f} | 1.00 |")
+    for variant in variants:
+        recipe = VARIANTS[variant][0](base)
+        if variant != "baseline":
+            seconds = step_seconds(recipe, data)
+            print(f"| {variant} | {seconds:.3f} | {recipe.training.batch_size / seconds:.0f} "
+                  f"| {reference / seconds:.2f} |", flush=True)
+
+
 def plot(logs: list[Path]) -> None:
     """FD / real FD, and accuracy, against training CPU minutes: one PNG per log, next to it."""
     import matplotlib.pyplot as plt
@@ -183,6 +199,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, help="the JSON-lines log (default results/recipes_<recipe>.jsonl)")
     parser.add_argument("--plot", type=Path, nargs="*", help="only plot these logs")
+    parser.add_argument("--speed", action="store_true", help="only measure each variant's step time")
     args = parser.parse_args()
     if args.plot is not None:
         plot(args.plot)
@@ -192,10 +209,13 @@ def main() -> None:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    base = get_recipe(args.recipe)
+    if args.speed:
+        speed(base, variants)
+        return
     log = args.out or RESULTS / f"recipes_{args.recipe}.jsonl"
     log.parent.mkdir(parents=True, exist_ok=True)
     done = {json.loads(line)["variant"] for line in log.read_text().splitlines()} if log.exists() else set()
-    base = get_recipe(args.recipe)
     for variant in variants:
         if variant in done:
             print(f"{variant}: already in {log}, skipped")
