@@ -53,6 +53,9 @@ def _net(r: Recipe, **changes) -> Recipe:
 # name → (how the recipe changes, why it is a candidate)
 VARIANTS: dict[str, tuple[Callable[[Recipe], Recipe], str]] = {
     "baseline": (lambda r: r, "the recipe as it is"),
+    "previous": (lambda r: _training(dataclasses.replace(r, weighting="uniform"), batch_size=64,
+                                     lr_schedule="constant"),
+                 "the shapes recipes before this benchmark: the plain loss, batch 64, constant learning rate"),
     "min_snr": (lambda r: dataclasses.replace(r, weighting="min_snr"),
                 "Min-SNR-5 loss weighting (Hang et al. 2023: about 3x faster convergence)"),
     "log_normal": (lambda r: dataclasses.replace(r, timesteps="log_normal"),
@@ -192,6 +195,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", default="shapes_class")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names of VARIANTS")
+    parser.add_argument("--base", default="baseline", help="the variant every other one changes (e.g. previous)")
     parser.add_argument("--minutes", type=float, default=4.0, help="training CPU minutes per variant")
     parser.add_argument("--evals", type=int, default=3, help="evaluations per run, evenly spaced")
     parser.add_argument("--samples", type=int, default=256)
@@ -209,7 +213,7 @@ def main() -> None:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
-    base = get_recipe(args.recipe)
+    base = VARIANTS[args.base][0](get_recipe(args.recipe))
     if args.speed:
         speed(base, variants)
         return
