@@ -59,9 +59,11 @@ def publish(
     save_checkpoint(path, run.model, run.schedule, run.sample_shape, run.prediction, run.step, run.meta,
                     vae=run.vae, weights_dtype=torch.float16)
     shipped = load_checkpoint(path)
-    measure = functools.partial(_quality, dataset=dataset, n_samples=n_samples, sampler=sampler, steps=steps)
+    r = get_recipe(recipe)
+    measure = functools.partial(_quality, dataset=dataset, n_samples=n_samples, sampler=sampler, steps=steps,
+                                holdout=r.holdout)
     quality, float32 = measure(shipped, guidance), measure(run, guidance)
-    real = dataclasses.replace(get_recipe(recipe), latent=None).load_data()[0][:n_samples]  # images, also latent
+    real = dataclasses.replace(r, latent=None).load_data()[0][:n_samples]  # images, also for a latent model
     baseline = ImageMetric(dataset).evaluate(real)
     conditional = is_conditional(shipped.model)
     parameters = sum(p.numel() for p in shipped.model.parameters())
@@ -89,13 +91,24 @@ def publish(
     return entry
 
 
-def _quality(ckpt: Checkpoint, guidance: float, dataset: str, n_samples: int, sampler: str, steps: int) -> dict:
-    """The dataset metric of n_samples samples of ckpt (seed 0; every class in turn at `guidance` if conditional)."""
+def _quality(
+    ckpt: Checkpoint, guidance: float, dataset: str, n_samples: int, sampler: str, steps: int,
+    holdout: tuple[str, ...] = (),
+) -> dict:
+    """The dataset metric of n_samples samples of ckpt (seed 0; every class in turn at `guidance` if
+    conditional). With `holdout` (classes the model never saw), the accuracy is also given apart
+    for the classes it trained on ("accuracy_seen") and for the held-out ones ("accuracy_heldout")."""
     metric = ImageMetric(dataset)
     labels = torch.arange(n_samples) % len(metric.class_names) if is_conditional(ckpt.model) else None
     images = generate(ckpt, n_samples, sampler=sampler, steps=steps, label=labels,
                       guidance=guidance if labels is not None else None)
-    return metric.evaluate(images, labels)
+    scores = metric.evaluate(images, labels)
+    if labels is not None and holdout:
+        right = metric.predict(images) == labels
+        unseen = torch.isin(labels, torch.tensor([metric.class_names.index(c) for c in holdout]))
+        scores |= {"accuracy_seen": right[~unseen].double().mean().item(),
+                   "accuracy_heldout": right[unseen].double().mean().item()}
+    return scores
 
 
 def publish_vae(
