@@ -2,12 +2,14 @@
 
     python benchmarks/bench_latent.py [--quick] [--threads 1] [--batch 64] [--device cpu|cuda] [--quality N]
 
-Two recipes of `minidiff.recipes` make 3×32×32 shapes images, class-conditionally:
+Three recipes of `minidiff.recipes` make 3×32×32 shapes images, class-conditionally:
 
-    pixel   "shapes_class":  a U-Net on the 3×32×32 pixels
-    latent  "shapes_latent": a U-Net on the 4×8×8 latents of the VAE "vae_shapes" (encode, diffuse, decode)
+    pixel       "shapes_class":     a U-Net on the 3×32×32 pixels
+    latent f=4  "shapes_latent":    a U-Net on the 4×8×8 latents of the VAE "vae_shapes" (12× fewer values)
+    latent f=8  "shapes_latent_f8": a U-Net on the 4×4×4 latents of "vae_shapes_f8": Stable Diffusion's
+                                    compression (f = 8, 4 channels: 48× fewer values)
 
-Both networks (and the VAE) are freshly initialised from seed 0: speed and memory do not
+The networks (and VAEs) are freshly initialised from seed 0: speed and memory do not
 depend on the weights. For each:
 
 - training step: forward + backward + AdamW of the diffusion loss (v-prediction, with
@@ -25,9 +27,11 @@ Timing as in bench_unet.py: warm-up calls first, then the steps alternate in one
 (A, B, B, A, …) and every number is a median over rounds; the latent/pixel ratio of a speed
 is the median of the per-round ratios, so load that comes and goes cancels.
 
-`--quality N` (needs the shipped weights shapes_class, shapes_latent and vae_shapes) samples
-N images per model (DDIM-25, guidance 3, each class equally often, the same seed) and
-reports the shapes classifier's accuracy and Fréchet distance (`minidiff.metrics.ImageMetric`).
+`--quality N` (needs the shipped weights of the three models and their VAEs) samples N images
+per model and guidance scale (DDIM-25, guidance 1.5, 2 and 3, each class equally often, the same
+seed) and reports the shapes classifier's accuracy and Fréchet distance
+(`minidiff.metrics.ImageMetric`), and each model's best FD: models are compared at their own
+best scale, as the recipes' aims are stated.
 """
 
 from __future__ import annotations
@@ -57,22 +61,22 @@ from minidiff.recipes import get_recipe
 from minidiff.samplers import sample
 from minidiff.schedules import NoiseSchedule
 
-MODELS = {"pixel": "shapes_class", "latent": "shapes_latent"}  # name → recipe
-VAE_RECIPE = "vae_shapes"
-SAMPLER, SAMPLER_STEPS, GUIDANCE = "ddim", 25, 3.0
+MODELS = {"pixel": "shapes_class", "latent f=4": "shapes_latent", "latent f=8": "shapes_latent_f8"}  # → recipe
+SAMPLER, SAMPLER_STEPS, GUIDANCE = "ddim", 25, 3.0  # the speed runs' sampler
+QUALITY_SCALES = (1.5, 2.0, 3.0)  # guidance scales the quality table compares (each model's best is among them)
 IMAGE_SHAPE = (3, 32, 32)
 
 
 def build(name: str, device: str) -> tuple[nn.Module, VAE | None, NoiseSchedule, tuple[int, ...]]:
-    """The recipe's U-Net (seed 0, on device), the VAE for the latent model (seed 0, eval
-    mode; None for pixels), the recipe's schedule and the shape of one sample the U-Net sees."""
+    """The recipe's U-Net (seed 0, on device), the VAE for a latent model (its recipe's, seed 0,
+    eval mode; None for pixels), the recipe's schedule and the shape of one sample the U-Net sees."""
     recipe = get_recipe(MODELS[name])
     torch.manual_seed(0)
     model = model_from_config(recipe.model).to(device)
     vae = None
     if recipe.latent is not None:
         torch.manual_seed(0)
-        vae = VAE(get_recipe(VAE_RECIPE).model).to(device).eval()
+        vae = VAE(get_recipe(recipe.latent).model).to(device).eval()
     shape = vae.latent_shape(IMAGE_SHAPE) if vae is not None else IMAGE_SHAPE
     return model, vae, NoiseSchedule.from_name(recipe.schedule, recipe.T), shape
 
@@ -161,73 +165,78 @@ def memory_in_subprocess(name: str, mode: str, args: argparse.Namespace) -> floa
     return json.loads(out.splitlines()[-1])["mb"]
 
 
-def speed(args: argparse.Namespace, warmup: int, rounds: int) -> tuple[dict[str, list], dict[str, float]]:
-    """Rows of the table ({label: [pixel, latent]}, None where it does not apply) and the
-    paired latent/pixel ratios of the speed rows."""
+def speed(args: argparse.Namespace, warmup: int, rounds: dict[str, int]) -> tuple[dict[str, list], dict[str, list]]:
+    """Rows of the table ({label: one value per model}, None where it does not apply) and, for
+    the speed rows, each model's paired ratio to the pixel model (latent/pixel images/s)."""
     names = list(MODELS)
-    n_data = get_recipe(MODELS["latent"]).n
-    param = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    latents = [n for n in names if get_recipe(MODELS[n]).latent is not None]
+    param = lambda m: sum(p.numel() for p in m.parameters()) if m is not None else None  # noqa: E731
     built = {n: build(n, "cpu") for n in names}
     rows: dict[str, list] = {
         "what the U-Net sees": ["×".join(map(str, built[n][3])) for n in names],
         "values per sample": [torch.Size(built[n][3]).numel() for n in names],
         "U-Net parameters": [param(built[n][0]) for n in names],
-        "VAE parameters": [None, param(built["latent"][1])],
+        "VAE parameters": [param(built[n][1]) for n in names],
     }
-    ratios: dict[str, float] = {}
+    ratios: dict[str, list] = {}
     what = f"{SAMPLER.upper()}-{SAMPLER_STEPS} + guidance"
     for mode, label, extra in (("train", "training step", "encode"), ("sample", f"sampling ({what})", "decode")):
-        steps = {n: make_step(n, mode, args) for n in names} | {extra: make_step("latent", extra, args)}
+        steps = {n: make_step(n, mode, args) for n in names} | {(extra, n): make_step(n, extra, args) for n in latents}
         seconds = time_interleaved(steps, warmup if mode == "train" else 1, rounds[mode], args.device)
         per_batch = {n: statistics.median(s) for n, s in seconds.items()}
+        vae_s = {key: [per_batch.get((key, n)) for n in names] for key in (extra,)}  # the VAE alone, per latent model
         rows[f"{label}, GFLOP / image"] = [count_gflop(n, mode, args) for n in names]
         rows[f"{label}, images/s"] = [args.batch / per_batch[n] for n in names]
-        ratios[f"{label}, images/s"] = statistics.median(
-            p / l for p, l in zip(seconds["pixel"], seconds["latent"], strict=True)
-        )
+        ratios[f"{label}, images/s"] = [
+            statistics.median(p / q for p, q in zip(seconds["pixel"], seconds[n], strict=True)) for n in names
+        ]
         if mode == "train":
-            rows["VAE encode, GFLOP / image"] = [None, count_gflop("latent", "encode", args)]
-            rows["VAE encode, images/s"] = [None, args.batch / per_batch["encode"]]
-            rows[f"encoding the {n_data:,} training images once, s"] = [None, n_data * per_batch["encode"] / args.batch]
+            n_data = get_recipe(MODELS[latents[0]]).n
+            rows["VAE encode, GFLOP / image"] = [count_gflop(n, "encode", args) if n in latents else None
+                                                 for n in names]
+            rows["VAE encode, images/s"] = [args.batch / s if s else None for s in vae_s["encode"]]
+            rows[f"encoding the {n_data:,} training images once, s"] = [
+                n_data * s / args.batch if s else None for s in vae_s["encode"]
+            ]
         else:
             rows[f"sampling, s per {args.batch} images"] = [per_batch[n] for n in names]
-            ratios[f"sampling, s per {args.batch} images"] = 1 / ratios[f"{label}, images/s"]
-            rows[f"… of which the VAE decode, s per {args.batch} images"] = [None, per_batch["decode"]]
+            ratios[f"sampling, s per {args.batch} images"] = [1 / r for r in ratios[f"{label}, images/s"]]
+            rows[f"… of which the VAE decode, s per {args.batch} images"] = vae_s["decode"]
     for mode, label in (("train", "training"), ("sample", "sampling")):
         rows[f"peak memory, {label}, MB"] = [memory_in_subprocess(n, mode, args) for n in names]
     return rows, ratios
 
 
 def quality(n: int, args: argparse.Namespace) -> list[tuple[str, ...]]:
-    """Accuracy and FD of n samples of each shipped model, next to n real images."""
+    """Accuracy and FD of n samples of each shipped model at each of QUALITY_SCALES, next to n
+    real images; the last row is each model's best FD over the scales."""
     from minidiff.data import ShapesDataset
     from minidiff.metrics import ImageMetric
 
     metric = ImageMetric("shapes")
     labels = torch.arange(n) % 16  # (n,), each class equally often
-    results = {}
+    scores: dict[str, dict[float, dict]] = {}
     for name, recipe in MODELS.items():
         ckpt = load_pretrained(recipe, device=args.device, weights_dir=args.weights_dir)
-        start = time.perf_counter()  # the same seed for both; the latent model's samples decoded by its VAE
-        images = generate(ckpt, n, sampler=SAMPLER, steps=SAMPLER_STEPS, label=labels, guidance=GUIDANCE,
-                          batch_size=args.batch).cpu()
-        seconds = time.perf_counter() - start
-        results[name] = metric.evaluate(images, labels) | {"seconds": seconds, "steps": ckpt.step}
+        scores[name] = {}
+        for w in QUALITY_SCALES:  # the same seed for every model and scale; latent samples decoded by their VAE
+            start = time.perf_counter()
+            images = generate(ckpt, n, sampler=SAMPLER, steps=SAMPLER_STEPS, label=labels, guidance=w,
+                              batch_size=args.batch).cpu()
+            scores[name][w] = metric.evaluate(images, labels) | {"seconds": time.perf_counter() - start}
+        scores[name]["steps"] = ckpt.step
     real = metric.evaluate(ShapesDataset(n, 32, seed=0).images)
-    p, lat = results["pixel"], results["latent"]
-    return [
-        ("", "pixel", "latent", "real images"),
-        ("training steps of the shipped model", f"{p['steps']:,}", f"{lat['steps']:,}", "—"),
-        ("accuracy (class asked for)", f"{p['accuracy']:.1%}", f"{lat['accuracy']:.1%}", "—"),
-        ("FD (lower: closer to the data)", f"{p['fd']:.2f}", f"{lat['fd']:.2f}", f"{real['fd']:.2f}"),
-        (
-            "classes covered (of 16)",
-            str(p["classes_covered"]),
-            str(lat["classes_covered"]),
-            str(real["classes_covered"]),
-        ),
-        (f"sampling time for {n} images, s", f"{p['seconds']:.1f}", f"{lat['seconds']:.1f}", "—"),
-    ]
+    rows = [("", *MODELS, "real images"),
+            ("training steps of the shipped model", *(f"{scores[m]['steps']:,}" for m in MODELS), "—")]
+    for w in QUALITY_SCALES:
+        rows.append((f"guidance {w:g}: accuracy / FD", *(f"{scores[m][w]['accuracy']:.1%} / {scores[m][w]['fd']:.2f}"
+                                                         for m in MODELS), f"— / {real['fd']:.2f}"))
+    best = {m: min(QUALITY_SCALES, key=lambda w, m=m: scores[m][w]["fd"]) for m in MODELS}
+    rows.append(("best FD (at guidance)", *(f"{scores[m][best[m]]['fd']:.2f} ({best[m]:g})" for m in MODELS),
+                 f"{real['fd']:.2f}"))
+    rows.append((f"sampling time for {n} images at guidance 3, s",
+                 *(f"{scores[m][3.0]['seconds']:.1f}" for m in MODELS), "—"))
+    return rows
 
 
 def fmt(v: object) -> str:
@@ -255,8 +264,10 @@ def main() -> None:
         print(json.dumps({"mb": measure_memory(*args.memory_of, args)}))
         return
     if args.quality:
-        missing = [m for m in MODELS.values() if m not in list_pretrained(args.weights_dir)]
-        missing += [VAE_RECIPE] if VAE_RECIPE not in list_vaes(args.weights_dir) else []
+        shipped, vaes = list_pretrained(args.weights_dir), list_vaes(args.weights_dir)
+        needed = [(m, m in shipped) for m in MODELS.values()]
+        needed += [(r.latent, r.latent in vaes) for r in map(get_recipe, MODELS.values()) if r.latent]
+        missing = [m for m, there in needed if not there]
         if missing:
             parser.error(f"--quality needs the shipped weights of {', '.join(missing)} in {args.weights_dir}")
 
@@ -270,21 +281,21 @@ def main() -> None:
         f"{rounds['sample']} rounds; medians\n"
     )
     rows, ratios = speed(args, warmup, rounds)
-    out = [("", "pixel (shapes_class)", "latent (shapes_latent)", "latent / pixel")]
-    for label, (p, lat) in rows.items():
+    latents = [n for n in MODELS if n != "pixel"]
+    out = [("", *(f"{n} ({r})" for n, r in MODELS.items()), *(f"{n} / pixel" for n in latents))]
+    for label, values in rows.items():
         if label in ratios:
-            ratio = f"{ratios[label]:.2f}"
-        elif isinstance(p, (int, float)) and isinstance(lat, (int, float)):
-            ratio = f"{lat / p:.2f}"
+            relative = [f"{r:.2f}" for r in ratios[label][1:]]
         else:
-            ratio = "—"
-        out.append((label, fmt(p), fmt(lat), ratio))
+            relative = [f"{v / values[0]:.2f}" if isinstance(v, (int, float)) and isinstance(values[0], (int, float))
+                        else "—" for v in values[1:]]
+        out.append((label, *map(fmt, values), *relative))
     print(table(out))
     print("\nratio > 1 on images/s: latent faster; < 1 on GFLOP, s and MB: latent cheaper")
     if args.quality:
         print(
-            f"\nquality of {args.quality} samples per model ({SAMPLER.upper()}-{SAMPLER_STEPS}, guidance {GUIDANCE}, "
-            "each class equally often), shapes classifier:\n"
+            f"\nquality of {args.quality} samples per model and scale ({SAMPLER.upper()}-{SAMPLER_STEPS}, each class "
+            "equally often), shapes classifier:\n"
         )
         print(table(quality(args.quality, args)))
 

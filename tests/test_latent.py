@@ -89,19 +89,21 @@ def test_latent_inpainting_keeps_the_known_pixels_exactly():
     assert not torch.equal(out[~known], images[~known])
 
 
-def test_the_latent_recipe_trains_on_the_latents_of_its_vae(monkeypatch):
-    recipe = dataclasses.replace(get_recipe("shapes_latent"), n=4)
-    assert recipe.latent == "vae_shapes" and recipe.condition == "label"
-    shipped = model_from_config(get_recipe("vae_shapes").model).eval()
+@pytest.mark.parametrize(("name", "vae_name", "side"), [("shapes_latent", "vae_shapes", 8),
+                                                       ("shapes_latent_f8", "vae_shapes_f8", 4)])
+def test_the_latent_recipes_train_on_the_latents_of_their_vae(monkeypatch, name, vae_name, side):
+    recipe = dataclasses.replace(get_recipe(name), n=4)
+    assert recipe.latent == vae_name and recipe.condition == "label"
+    shipped = model_from_config(get_recipe(vae_name).model).eval()
     shipped.scale_factor.fill_(0.5)
     asked = []
     monkeypatch.setattr(minidiff.recipes, "load_vae", lambda name: asked.append(name) or shipped)  # the shipped VAE
     z, y = recipe.load_data()
     images, labels = dataclasses.replace(recipe, latent=None).load_data()
-    assert asked == ["vae_shapes"] and z.shape == (4, 4, 8, 8) and torch.equal(y, labels)
+    assert asked == [vae_name] and z.shape == (4, 4, side, side) and torch.equal(y, labels)
     assert torch.allclose(z, encode(shipped, images))
     net = model_from_config(recipe.model)
-    assert net(z[:2], torch.tensor([0, recipe.T - 1]), y[:2]).shape == (2, 4, 8, 8)
+    assert net(z[:2], torch.tensor([0, recipe.T - 1]), y[:2]).shape == (2, 4, side, side)
 
 
 def test_a_latent_recipe_without_its_shipped_vae_says_how_to_make_it(tmp_path):

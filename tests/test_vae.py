@@ -272,11 +272,14 @@ def test_publish_and_load_a_shipped_vae(tmp_path):
         load_vae("tiny", weights_dir=copy)
 
 
-def test_the_vae_recipe_fits_its_data():
-    recipe = get_recipe("vae_shapes")
+@pytest.mark.parametrize(("name", "f"), [("vae_shapes", 4), ("vae_shapes_f8", 8)])
+def test_the_vae_recipes_fit_their_data(name, f):
+    """f = 8 is Stable Diffusion's compression: 3×32×32 = 3,072 values → 4×4×4 = 64, 48× fewer."""
+    recipe = get_recipe(name)
     vae = model_from_config(recipe.model)
-    assert isinstance(vae, VAE) and vae.factor == 4
+    assert isinstance(vae, VAE) and vae.factor == f
     x = dataclasses.replace(recipe, n=2).load_data()[0]
-    assert x.shape == (2, 3, 32, 32) and vae.encode(x).mean.shape == (2, 4, 8, 8)
+    assert x.shape == (2, 3, 32, 32) and vae.encode(x).mean.shape == (2, 4, 32 // f, 32 // f)
+    assert vae.decode(vae.encode(x).mean).shape == x.shape
     assert recipe.load_heldout(3).shape == (3, 3, 32, 32)
     assert not torch.equal(recipe.load_heldout(2), x)  # another seed
