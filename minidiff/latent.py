@@ -3,6 +3,7 @@
 A VAE (`minidiff.nn.vae`) is trained once; the diffusion model then never sees a pixel:
 
     images (B, 3, 32, 32) ─ encode ─► z (B, 4, 8, 8) ─ train / sample / guide / edit ─► z ─ decode ─► images
+                                      (B, 4, 4, 4) with "vae_shapes_f8": Stable Diffusion's f = 8
 
 The training loop, the samplers, guidance and `minidiff.edit` are the pixel-space ones,
 unchanged: they only see tensors of another shape. A recipe with `latent="vae_shapes"`
@@ -12,8 +13,8 @@ trains on latents (`Recipe.load_data` encodes its images with that shipped VAE).
     x̂ = decoder(z / scale_factor)     `decode`: unscale first
 
 A mask that says which pixels are known must be brought to the latent grid too: one
-latent value stands for an f×f block of pixels (f = 4 here, 8 in Stable Diffusion), so
-`latent_mask` keeps a latent cell only if all its pixels are known.
+latent value stands for an f×f block of pixels (f = 4 for "vae_shapes", 8 for "vae_shapes_f8" and
+Stable Diffusion), so `latent_mask` keeps a latent cell only if all its pixels are known.
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ from minidiff.recipes import RECIPES
 SHAPES_FD = 15.0
 # accuracy at guidance 5 on 32 DDIM-20 samples (2 per class), below what each model measured:
 # shapes_class 97%, shapes_text 80% (of the 30 trained classes' samples), shapes_latent 91%
-CONDITIONAL_THRESHOLDS = {"shapes_class": 0.9, "shapes_text": 0.9, "shapes_latent": 0.9}  # measured: 100% each
+CONDITIONAL_THRESHOLDS = {"shapes_class": 0.9, "shapes_text": 0.9, "shapes_latent": 0.9,  # measured: 100% each
+                          "shapes_latent_f8": 0.9}
+CONDITIONAL = list(CONDITIONAL_THRESHOLDS)
 
 
 def test_digits_is_listed_with_its_provenance():
@@ -78,7 +80,7 @@ def test_half_precision_changed_no_recorded_metric():
         assert abs(metric["heldout_mse"] - metric["float32_heldout_mse"]) <= 0.02 * metric["float32_heldout_mse"], name
 
 
-@pytest.mark.parametrize("name", ["shapes_class", "shapes_text", "shapes_latent"])
+@pytest.mark.parametrize("name", CONDITIONAL)
 def test_conditional_models_meet_the_recipe_aims_they_were_published_with(name):
     """What publish measured (256 DDIM-25 samples per scale): at the best guidance scale the FD is
     within 2× of as many real images', and at some scale w <= 3 at least 95% of the samples are
@@ -120,14 +122,15 @@ def test_conditional_models_draw_the_class_asked_for(name, threshold):
     assert unguided < 0.3, unguided
 
 
-def test_shipped_vae_round_trip_and_scale():
+@pytest.mark.parametrize(("name", "side"), [("vae_shapes", 8), ("vae_shapes_f8", 4)])
+def test_shipped_vae_round_trip_and_scale(name, side):
     """Held-out shapes (a seed never trained on) come back within the recorded error, and the
     scale factor brings their latents to unit variance."""
-    vae = load_vae("vae_shapes")
+    vae = load_vae(name)
     held = ShapesDataset(256, 32, seed=1).images
     z = encode(vae, held)
-    assert z.shape == (256, 4, 8, 8)
+    assert z.shape == (256, 4, side, side)
     assert 0.9 < z.std().item() < 1.1
     mse = torch.nn.functional.mse_loss(decode(vae, z), held).item()
-    assert mse < 1.2 * vae_info("vae_shapes")["metric"]["heldout_mse"] + 1e-4, mse
+    assert mse < 1.2 * vae_info(name)["metric"]["heldout_mse"] + 1e-4, mse
     assert mse < 0.01
