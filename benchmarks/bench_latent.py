@@ -56,14 +56,14 @@ from minidiff.generate import generate
 from minidiff.guidance import classifier_free_guidance
 from minidiff.latent import decode, encode
 from minidiff.nn.vae import VAE
-from minidiff.pretrained import list_pretrained, list_vaes, load_pretrained
+from minidiff.pretrained import list_pretrained, list_vaes, load_pretrained, load_vae
 from minidiff.recipes import get_recipe
 from minidiff.samplers import sample
 from minidiff.schedules import NoiseSchedule
 
 MODELS = {"pixel": "shapes_class", "latent f=4": "shapes_latent", "latent f=8": "shapes_latent_f8"}  # → recipe
 SAMPLER, SAMPLER_STEPS, GUIDANCE = "ddim", 25, 3.0  # the speed runs' sampler
-QUALITY_SCALES = (1.5, 2.0, 3.0)  # guidance scales the quality table compares (each model's best is among them)
+QUALITY_SCALES = (1.5, 2.0, 3.0, 5.0)  # guidance scales the quality table compares (each model's best is among them)
 IMAGE_SHAPE = (3, 32, 32)
 
 
@@ -225,12 +225,22 @@ def quality(n: int, args: argparse.Namespace) -> list[tuple[str, ...]]:
                               batch_size=args.batch).cpu()
             scores[name][w] = metric.evaluate(images, labels) | {"seconds": time.perf_counter() - start}
         scores[name]["steps"] = ckpt.step
-    real = metric.evaluate(ShapesDataset(n, 32, seed=0).images)
+    real_set = ShapesDataset(n, 32, seed=0)
+    real = metric.evaluate(real_set.images)
+    reconstructed = {}  # a yardstick for a latent model: the real images, encoded and decoded by its VAE
+    for name, recipe in MODELS.items():
+        if (vae_name := get_recipe(recipe).latent) is not None:
+            vae = load_vae(vae_name, device=args.device, weights_dir=args.weights_dir)
+            x_hat = decode(vae, encode(vae, real_set.images.to(args.device))).clamp(-1, 1).cpu()
+            reconstructed[name] = metric.evaluate(x_hat, real_set.labels)
     rows = [("", *MODELS, "real images"),
             ("training steps of the shipped model", *(f"{scores[m]['steps']:,}" for m in MODELS), "—")]
     for w in QUALITY_SCALES:
         rows.append((f"guidance {w:g}: accuracy / FD", *(f"{scores[m][w]['accuracy']:.1%} / {scores[m][w]['fd']:.2f}"
                                                          for m in MODELS), f"— / {real['fd']:.2f}"))
+    rows.append(("the VAE's reconstructions of the real images: accuracy / FD",
+                 *(f"{reconstructed[m]['accuracy']:.1%} / {reconstructed[m]['fd']:.2f}" if m in reconstructed else "—"
+                   for m in MODELS), "—"))
     best = {m: min(QUALITY_SCALES, key=lambda w, m=m: scores[m][w]["fd"]) for m in MODELS}
     rows.append(("best FD (at guidance)", *(f"{scores[m][best[m]]['fd']:.2f} ({best[m]:g})" for m in MODELS),
                  f"{real['fd']:.2f}"))

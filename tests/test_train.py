@@ -300,7 +300,10 @@ def test_save_samples(tmp_path):
 
 
 # VAE and latent recipes are checked in tests/test_vae.py and tests/test_latent.py
-@pytest.mark.parametrize("name", [n for n, r in RECIPES.items() if r.latent is None and not isinstance(r.model, VAEConfig)])
+DENOISER_RECIPES = [n for n, r in RECIPES.items() if r.latent is None and not isinstance(r.model, VAEConfig)]
+
+
+@pytest.mark.parametrize("name", DENOISER_RECIPES)
 def test_recipes_fit_their_data(name):
     recipe = dataclasses.replace(get_recipe(name), n=4)  # few generated samples: a quick check
     data, labels = recipe.load_data()
