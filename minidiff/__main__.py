@@ -25,7 +25,7 @@ from minidiff.checkpoint import load_checkpoint
 from minidiff.classifier import CLASSIFIER_RECIPES, train_and_save
 from minidiff.course import default_device
 from minidiff.files import WEIGHTS_DIR
-from minidiff.generate import DEFAULT_GUIDANCE, SampleGrids, generate
+from minidiff.generate import DEFAULT_GUIDANCE, FLOW_SOLVERS, SampleGrids, generate
 from minidiff.recipes import RECIPES, get_recipe, train_recipe
 from minidiff.samplers import SAMPLERS
 from minidiff.train import CHECKPOINT, MODEL
@@ -107,7 +107,8 @@ def _parser() -> argparse.ArgumentParser:
         "images, or a scatter plot of 2-D points.",
     )
     sampler.add_argument("--checkpoint", required=True, type=Path, metavar="FILE", help=f"e.g. runs/digits/{MODEL}")
-    sampler.add_argument("--sampler", default="ddim", choices=SAMPLERS, help="default: ddim")
+    sampler.add_argument("--sampler", default="ddim", choices=[*SAMPLERS, *FLOW_SOLVERS],
+                         help="default: ddim; flow_*: the straight path's ODE (minidiff.flow)")
     sampler.add_argument("--steps", type=_positive_int, default=50, help="sampling steps (default: 50)")
     sampler.add_argument("--n", type=_positive_int, default=64, help="number of samples (default: 64)")
     sampler.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")

@@ -9,7 +9,9 @@ also holds the state needed to go on training it:
     metadata  one JSON document in the safetensors header:
               model          the model's class and config (it is rebuilt without pickle)
               denoiser       for a diffusion model: the schedule's name and T, and the
-                             prediction type ("eps", "x0" or "v"); null for a VAE or a classifier
+                             prediction type ("eps", "x0" or "v"); for a flow-matching model
+                             "flow" (the straight path's velocity, `minidiff.flow`) and the
+                             schedule the diffusion samplers drive it on; null for a VAE or a classifier
               sample_shape   the shape of one sample (C, H, W) or (D,) it works on
               vae            for a latent diffusion model: the shipped VAE its samples decode with
               step, meta     the training step, and free-form JSON (training config, losses…)
@@ -38,6 +40,7 @@ from torch import Tensor, nn
 
 from minidiff._checks import check_choice
 from minidiff.files import write_atomic
+from minidiff.flow import VelocityModel, as_velocity_model, eps_model_from_velocity, velocity_model_from_eps
 from minidiff.forward import PREDICTIONS, Denoiser, as_eps_model
 from minidiff.nn import MLPConfig, MLPDenoiser, UNet, UNetConfig
 from minidiff.nn.classifier import Classifier, ClassifierConfig
@@ -47,6 +50,7 @@ from minidiff.schedules import NoiseSchedule
 
 FORMAT = "minidiff-checkpoint"
 VERSION = 2
+DENOISER_PREDICTIONS = (*PREDICTIONS, "flow")  # "flow": a velocity on the straight path (minidiff.flow)
 
 # The model classes a checkpoint can rebuild: class name → (class, its config dataclass).
 MODELS: dict[str, tuple[type[nn.Module], type]] = {
@@ -67,8 +71,10 @@ class Checkpoint:
     """What `load_checkpoint` returns.
 
     model:        the rebuilt model with its weights, in eval mode
-    schedule:     the noise schedule a denoiser was trained with (None for a VAE, a classifier)
-    prediction:   what a denoiser predicts: "eps", "x0" or "v" (samplers want `eps_model`)
+    schedule:     the noise schedule a denoiser was trained with (None for a VAE, a classifier);
+                  for a flow model, the one the diffusion samplers drive it on
+    prediction:   what a denoiser predicts: "eps", "x0", "v" or "flow" (samplers want `eps_model`,
+                  flow solvers `velocity_model`)
     sample_shape: the shape of one sample, (C, H, W) for images or (D,) for points
     step:         the training step it was saved at
     meta:         free-form JSON metadata (training config, loss history, …)
@@ -93,9 +99,24 @@ class Checkpoint:
     def eps_model(self) -> Denoiser:
         """The model as the ε-predictor that every sampler takes (`as_eps_model` applied):
         `sample(ckpt.eps_model, x_T, ckpt.schedule)` is right whatever the model predicts."""
+        self._check_denoiser()
+        if self.prediction == "flow":  # a flow model, seen on the schedule through the bridge
+            return eps_model_from_velocity(as_velocity_model(self.model), self.schedule)
+        return as_eps_model(self.model, self.schedule, self.prediction)
+
+    @property
+    def velocity_model(self) -> VelocityModel:
+        """The model as a velocity field v(x_t, t) on the straight path, t in [0, 1], that the flow
+        solvers take (`minidiff.flow.sample`): a flow model's own, or a diffusion model's ε seen
+        through the bridge (`minidiff.flow.velocity_model_from_eps`)."""
+        self._check_denoiser()
+        if self.prediction == "flow":
+            return as_velocity_model(self.model)
+        return velocity_model_from_eps(self.eps_model, self.schedule)
+
+    def _check_denoiser(self) -> None:
         if self.schedule is None:
             raise CheckpointError(f"this checkpoint holds a {type(self.model).__name__}, not a diffusion model")
-        return as_eps_model(self.model, self.schedule, self.prediction)
 
 
 def model_from_config(config: Any) -> nn.Module:
@@ -126,7 +147,7 @@ def save_checkpoint(
         model:        a model of a class in MODELS (it must have a `.config` dataclass)
         schedule:     for a denoiser, the noise schedule it is trained with; None for other models
         sample_shape: the shape of one sample, (C, H, W) or (D,); required with a schedule
-        prediction:   what a denoiser predicts: "eps", "x0" or "v"
+        prediction:   what a denoiser predicts: "eps", "x0", "v" or "flow"
         step:         the training step
         meta:         JSON-serialisable metadata to keep alongside
         extra:        more tensors to store (names must not start with "model." or "schedule.")
@@ -141,7 +162,7 @@ def save_checkpoint(
     if MODELS.get(name, (None,))[0] is not type(model):
         raise TypeError(f"model must be one of {', '.join(MODELS)} to be saved, got {name}")
     if schedule is not None:
-        check_choice("prediction", prediction, PREDICTIONS)
+        check_choice("prediction", prediction, DENOISER_PREDICTIONS)
         if sample_shape is None:
             raise ValueError("sample_shape is required for a denoiser (a checkpoint with a schedule)")
     extra = extra or {}
@@ -293,7 +314,7 @@ def _check_header(path: Path, header: dict[str, Any], tensors: dict[str, Tensor]
         raise CheckpointError(f"{path}: header field 'model' must be {_FIELDS['model'][1]}, got {model!r:.80}")
     denoiser = header["denoiser"]
     if denoiser is not None:
-        if denoiser.get("prediction") not in PREDICTIONS or not isinstance(denoiser.get("schedule"), dict):
+        if denoiser.get("prediction") not in DENOISER_PREDICTIONS or not isinstance(denoiser.get("schedule"), dict):
             expected = _FIELDS["denoiser"][1]
             raise CheckpointError(f"{path}: header field 'denoiser' must be {expected}, got {denoiser!r:.80}")
         if "schedule.betas" not in tensors:

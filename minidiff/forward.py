@@ -172,6 +172,17 @@ def with_condition_dropout(
     return lambda x_t, t: model(x_t, t, y)
 
 
+def check_denoiser_data(model: nn.Module, data: tuple[Tensor, ...]) -> None:
+    """A denoiser's training data is (x0,) or (x0, y), y one valid condition per sample of a
+    conditional model; raise ValueError naming what is wrong."""
+    if len(data) > 2:
+        raise ValueError(f"data must be (x0,) or (x0, y), got {len(data)} tensors")
+    if len(data) == 2:
+        if not is_conditional(model):
+            raise ValueError(f"a condition y was given with the data, but a {type(model).__name__} takes none")
+        model.check_condition(data[1], len(data[0]))  # one valid condition per sample
+
+
 @dataclass
 class DiffusionObjective(Objective):
     """The diffusion training objective: `diffusion_loss` with the target `prediction`, and for
@@ -214,12 +225,7 @@ class DiffusionObjective(Objective):
         return described | {k: v for k in ("weighting", "timesteps") if (v := getattr(self, k)) != "uniform"}
 
     def check(self, model: nn.Module, data: tuple[Tensor, ...]) -> None:
-        if len(data) > 2:
-            raise ValueError(f"data must be (x0,) or (x0, y), got {len(data)} tensors")
-        if len(data) == 2:
-            if not is_conditional(model):
-                raise ValueError(f"a condition y was given with the data, but a {type(model).__name__} takes none")
-            model.check_condition(data[1], len(data[0]))  # one valid condition per sample
+        check_denoiser_data(model, data)
 
     def checkpoint_fields(self) -> dict[str, Any]:
         return {"schedule": self.schedule, "prediction": self.prediction, "vae": self.vae}

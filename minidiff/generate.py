@@ -11,7 +11,10 @@ images whoever asks. The steps it takes, each a function of its own module:
     condition  a label or a prompt turned into the model's condition y (`condition`)
     guidance   classifier-free guidance with scale w (`minidiff.guidance`); w = 1: the plain
                conditional model
-    sampler    any of `minidiff.samplers.SAMPLERS`, over `steps` noise levels
+    sampler    any of `minidiff.samplers.SAMPLERS`, over `steps` noise levels; or a flow solver
+               ("flow_euler", "flow_heun", "flow_midpoint": `minidiff.flow.sample` over `steps`
+               times) on the model's velocity: a flow model's own, a diffusion model's through
+               the bridge (`Checkpoint.velocity_model`)
     decode     a latent model's samples through the VAE its checkpoint names (`minidiff.latent`)
 """
 
@@ -24,17 +27,21 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from minidiff import flow
+from minidiff._checks import check_choice
 from minidiff.checkpoint import Checkpoint, CheckpointError
 from minidiff.data.images import SHAPE_CLASSES, class_captions
-from minidiff.forward import DiffusionObjective, is_conditional
+from minidiff.forward import is_conditional
 from minidiff.guidance import classifier_free_guidance
 from minidiff.latent import decode
 from minidiff.nn.text import TextUNet
+from minidiff.objective import Objective
 from minidiff.pretrained import load_pretrained, load_vae
-from minidiff.samplers import sample
+from minidiff.samplers import SAMPLERS, sample
 from minidiff.viz import save_samples
 
 DEFAULT_GUIDANCE = 3.0  # the shipped models' best scale is around 2–4 (benchmarks/guidance_sweep.py)
+FLOW_SOLVERS = {f"flow_{name}": name for name in flow.SOLVERS}  # sampler name → `minidiff.flow` solver
 
 Label = int | Sequence[int] | Tensor
 Prompt = str | Sequence[str]
@@ -63,7 +70,8 @@ def generate(
     Args:
         model:      a loaded checkpoint (`load_checkpoint`, `load_pretrained`) or a shipped model's name
         n:          how many samples
-        sampler:    a name in `minidiff.samplers.SAMPLERS`; steps, spacing: its noise levels
+        sampler:    a name in `minidiff.samplers.SAMPLERS`; steps, spacing: its noise levels; or a
+                    flow solver in FLOW_SOLVERS over `steps` times (spacing unused)
         label:      for a class-conditional model (or a text model, as the class's caption):
                     one class for all samples, or one per sample (n,)
         prompt:     for a text-conditional model: one caption, or one per sample
@@ -81,6 +89,7 @@ def generate(
         raise CheckpointError(f"generate needs a diffusion model, got a checkpoint of a {type(ckpt.model).__name__}")
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
+    check_choice("sampler", sampler, (*SAMPLERS, *FLOW_SOLVERS))
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
         raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
     net = ckpt.model
@@ -96,12 +105,17 @@ def generate(
     g = torch.Generator(device).manual_seed(seed)
     x_T = torch.randn((n, *ckpt.sample_shape), generator=g, device=device)  # (n, …)
     batches = []
+    on_path = sampler in FLOW_SOLVERS  # integrate the straight path's ODE with the model's velocity
     for i in range(0, n, batch_size):
-        denoiser = ckpt.eps_model
-        if y is not None:
+        denoiser = ckpt.velocity_model if on_path else ckpt.eps_model
+        if y is not None:  # guidance wraps a velocity model exactly as it wraps an ε-model
             denoiser = classifier_free_guidance(denoiser, y[i : i + batch_size], y_neg[i : i + batch_size], w)
-        batches.append(sample(denoiser, x_T[i : i + batch_size], ckpt.schedule, sampler, steps, spacing,
-                              generator=g, **sampler_kwargs))
+        if on_path:
+            batches.append(flow.sample(denoiser, x_T[i : i + batch_size], steps, FLOW_SOLVERS[sampler],
+                                       **sampler_kwargs))
+        else:
+            batches.append(sample(denoiser, x_T[i : i + batch_size], ckpt.schedule, sampler, steps, spacing,
+                                  generator=g, **sampler_kwargs))
     x0 = torch.cat(batches)
     if ckpt.vae is not None:
         x0 = decode(_vae(ckpt.vae, device), x0)
@@ -172,7 +186,7 @@ class SampleGrids:
     def __init__(
         self,
         out_dir: str | Path,
-        objective: DiffusionObjective,
+        objective: Objective,
         sample_shape: tuple[int, ...],
         every: int,
         n: int = 64,
@@ -184,12 +198,12 @@ class SampleGrids:
     def __call__(self, step: int, loss: float, ema: nn.Module) -> None:
         if step % self.every:
             return
-        o = self.objective
-        ckpt = Checkpoint(ema, o.schedule, o.prediction, self.sample_shape, step, {}, {}, o.vae)
+        fields = {"vae": None} | self.objective.checkpoint_fields()  # schedule, prediction (and VAE)
+        ckpt = Checkpoint(ema, sample_shape=self.sample_shape, step=step, meta={}, extra={}, **fields)
         labels = None
         if isinstance(ema, TextUNet):
             labels = torch.arange(self.n) % len(SHAPE_CLASSES)  # as the classes' captions
         elif is_conditional(ema):
             labels = torch.arange(self.n) % ema.config.num_classes
-        images = generate(ckpt, self.n, steps=min(self.steps, o.schedule.T), label=labels)
+        images = generate(ckpt, self.n, steps=min(self.steps, ckpt.schedule.T), label=labels)
         save_samples(images, self.out_dir / f"samples_{step:06d}.png")

@@ -39,7 +39,6 @@ import math
 import numbers
 from collections.abc import Callable, Sequence
 from itertools import pairwise
-from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -47,53 +46,10 @@ from torch import Tensor
 from minidiff._checks import check_choice, check_finite
 from minidiff.forward import Denoiser, x0_from_eps
 from minidiff.schedules import NoiseSchedule
+from minidiff.trajectory import Callback, Step, Trajectory  # noqa: F401 (re-exported: sampler callbacks)
 
 SPACINGS = ("linspace", "leading", "trailing")  # integer timesteps, see `timesteps`
 SIGMA_SPACINGS = (*SPACINGS, "karras")  # what every sampler's `spacing` accepts
-
-
-class Step(NamedTuple):
-    """One step of a sampler: it was at x_t (timestep t), predicted x̂0, moved to x_next.
-
-    x_t and x_next are in the VP scale x_t = √ᾱ·x0 + √(1-ᾱ)·ε for every sampler, so runs
-    of different samplers plot alike. t is the model's timestep, fractional for "karras".
-    """
-
-    i: int
-    t: float
-    x_t: Tensor
-    x0_hat: Tensor
-    x_next: Tensor
-
-
-Callback = Callable[[Step], None]
-
-
-class Trajectory:
-    """A callback that records a whole run.
-
-    After sampling: `xs` is (steps + 1, B, …) from x_T to the final sample, `x0_hats` is
-    (steps, B, …) the prediction of x0 made at each step, `ts` the timesteps visited.
-    """
-
-    def __init__(self) -> None:
-        self.steps: list[Step] = []
-
-    def __call__(self, step: Step) -> None:
-        i, t, *tensors = step
-        self.steps.append(Step(i, t, *(x.detach().cpu() for x in tensors)))
-
-    @property
-    def ts(self) -> list[float]:
-        return [s.t for s in self.steps]
-
-    @property
-    def xs(self) -> Tensor:
-        return torch.stack([self.steps[0].x_t] + [s.x_next for s in self.steps])
-
-    @property
-    def x0_hats(self) -> Tensor:
-        return torch.stack([s.x0_hat for s in self.steps])
 
 
 # ----- which noise levels to visit ----------------------------------------------------------

@@ -14,6 +14,7 @@ import torch
 from minidiff.checkpoint import load_checkpoint, model_from_config
 from minidiff.classifier import ClassifierObjective, ClassifierRecipe, training_config
 from minidiff.data import make_toy
+from minidiff.flow import FlowObjective
 from minidiff.forward import DiffusionObjective
 from minidiff.nn import MLPConfig, UNetConfig
 from minidiff.nn.classifier import ClassifierConfig
@@ -66,6 +67,12 @@ CASES = {
         (images(32, 1, 8), labels(32)),
         lambda: DiffusionObjective(SCHEDULE, prediction="v", p_uncond=0.3),
         TrainConfig(steps=STEPS, batch_size=8, warmup=3, checkpoint_every=EVERY),
+    ),
+    "flow-mlp": Case(
+        MLPConfig(hidden=32, layers=2, time_dim=8),
+        (make_toy("two_moons", 500),),
+        lambda: FlowObjective(timesteps="logit_normal"),
+        TrainConfig(steps=STEPS, batch_size=32, warmup=3, checkpoint_every=EVERY),
     ),
     "vae": Case(
         VAEConfig(channels=8, channel_mults=(1, 2, 2), groups=4),

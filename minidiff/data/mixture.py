@@ -100,6 +100,32 @@ class GaussianMixture:
 
         return exact_eps
 
+    def velocity_model(self):
+        """The exact velocity field of the straight path x_t = (1-t)·x0 + t·ε (`minidiff.flow`):
+        v_model(x_t, t) = E[ε - x0 | x_t] with t of shape (B,) in [0, 1]. No training involved.
+
+        Given component k, (x0, ε, x_t) is jointly Gaussian: x_t ~ N(a·μ_k, C_k) with a = 1-t,
+        b = t, C_k = a²Σ_k + b²I, and with d_k = C_k⁻¹(x_t - a·μ_k)
+            E[ε | x_t, k] = b·d_k,   E[x0 | x_t, k] = μ_k + a·Σ_k·d_k     (Gaussian conditioning)
+        weighted by the posterior r_k(x_t). Both ends are included: at t = 1, v = x_t - E[x0]."""
+
+        def exact_v(x_t: Tensor, t: Tensor) -> Tensor:
+            check_finite("x_t", x_t)
+            if x_t.ndim != 2 or x_t.shape[1] != self.dim or t.shape != (len(x_t),):
+                raise ValueError(f"x_t must be (B, {self.dim}) and t (B,), got {tuple(x_t.shape)} and {tuple(t.shape)}")
+            a = (1 - t.to(torch.float64, copy=True))[:, None, None].to(x_t.device)  # (B, 1, 1)
+            b = 1 - a
+            mu, sigma = self.means.to(x_t.device), self.covs.to(x_t.device)
+            eye = torch.eye(self.dim, dtype=torch.float64, device=x_t.device)
+            covs = a[..., None] ** 2 * sigma + b[..., None] ** 2 * eye  # C_k, (B, K, d, d)
+            log_comp, solved = self._log_components(x_t, a * mu, covs)  # solved = C_k⁻¹(a·μ_k - x_t) = -d_k
+            d = -solved  # (B, K, d)
+            x0_k = mu + a * (sigma @ d[..., None])[..., 0]  # E[x0 | x_t, k], (B, K, d)
+            v_k = b * d - x0_k  # E[ε - x0 | x_t, k]
+            return (torch.softmax(log_comp, dim=1)[..., None] * v_k).sum(1).to(x_t)
+
+        return exact_v
+
     def component(self, k: int) -> GaussianMixture:
         """Component k alone, as a one-component mixture: the data of class k."""
         return GaussianMixture(self.means[k : k + 1], self.covs[k : k + 1], torch.ones(1))
