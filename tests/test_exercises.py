@@ -33,6 +33,8 @@ NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
         "attention_weights",
         "kl",
         "sdedit_start",
+        "path",
+        "flow_euler_step",
     ],
 )
 def test_solutions_pass(name, capsys):
@@ -87,6 +89,12 @@ MISTAKES = [
     (ex.check_sdedit_start, lambda x0, e, ab: x0 + ((1 - ab) / ab) ** 0.5 * e, "σ-space"),
     (ex.check_sdedit_start, lambda x0, e, ab: x0 + (1 - ab) ** 0.5 * e, "without shrinking the input"),
     (ex.check_sdedit_start, lambda x0, e, ab: x0, "input unchanged"),
+    (ex.check_path, lambda x0, e, t: t.view(-1, 1, 1, 1) * x0 + (1 - t.view(-1, 1, 1, 1)) * e, "swapped"),
+    (ex.check_path, lambda x0, e, t: (1 - t.view(-1, 1, 1, 1)).sqrt() * x0 + t.view(-1, 1, 1, 1).sqrt() * e,
+     "square roots"),
+    (ex.check_path, lambda x0, e, t: (1 - t) * x0 + t * e, "raised"),
+    (ex.check_flow_euler_step, lambda x, v, t, tn: x + (t - tn) * v, "wrong way"),
+    (ex.check_flow_euler_step, lambda x, v, t, tn: (tn - t) * v, "dropped x"),
 ]
 
 

@@ -18,7 +18,7 @@ SHAPES_FD = 15.0
 # accuracy at guidance 5 on 32 DDIM-20 samples (2 per class), below what each model measured:
 # shapes_class 97%, shapes_text 80% (of the 30 trained classes' samples), shapes_latent 91%
 CONDITIONAL_THRESHOLDS = {"shapes_class": 0.9, "shapes_text": 0.9, "shapes_latent": 0.9,  # measured: 100% each
-                          "shapes_latent_f8": 0.9}
+                          "shapes_latent_f8": 0.9, "shapes_flow": 0.9}  # (the flow model through the bridge, by DDIM)
 CONDITIONAL = list(CONDITIONAL_THRESHOLDS)
 
 

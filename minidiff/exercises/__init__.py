@@ -45,6 +45,12 @@ from minidiff.exercises.l06_classifier_free_guidance import (
 from minidiff.exercises.l07_text_conditioning import check_attention_weights, solution_attention_weights
 from minidiff.exercises.l08_latent_diffusion import check_kl, solution_kl
 from minidiff.exercises.l09_inpainting_and_img2img import check_sdedit_start, solution_sdedit_start
+from minidiff.exercises.l10_flow_matching import (
+    check_flow_euler_step,
+    check_path,
+    solution_flow_euler_step,
+    solution_path,
+)
 
 _SOLUTIONS = {
     name.removeprefix("solution_"): fn for name, fn in sorted(globals().items()) if name.startswith("solution_")
@@ -71,8 +77,10 @@ __all__ = [
     "check_drop_labels",
     "check_ema_update",
     "check_euler_step",
+    "check_flow_euler_step",
     "check_kl",
     "check_nfe",
+    "check_path",
     "check_q_sample",
     "check_resblock_params",
     "check_scale_shift",
@@ -88,8 +96,10 @@ __all__ = [
     "solution_drop_labels",
     "solution_ema_update",
     "solution_euler_step",
+    "solution_flow_euler_step",
     "solution_kl",
     "solution_nfe",
+    "solution_path",
     "solution_q_sample",
     "solution_resblock_params",
     "solution_scale_shift",
