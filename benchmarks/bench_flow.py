@@ -13,8 +13,8 @@ each solver's mean distance to a converged reference (Heun with 1,000 steps on t
 
 Part 2, trained models: `shapes_flow` (rectified flow, logit-normal times) and `shapes_class`
 (diffusion, v-prediction with Min-SNR weighting) share the network and the training budget
-(5,000 steps of batch 32). Each is sampled with two solvers at 5, 10 and 25 model calls (a
-second-order solver's step costs two), `--n` samples asked for every class in turn at guidance
+(5,000 steps of batch 32). Each is sampled with two solvers at about 5, 10 and 25 model calls
+(`steps_for`: a second-order solver's step costs two), `--n` samples asked for every class in turn at guidance
 `--w`, from the same noise, and scored with the shapes classifier (FD next to as many real
 images, accuracy). Prints Markdown tables.
 """
@@ -39,15 +39,23 @@ MIXTURE = GaussianMixture(
     weights=torch.tensor([0.5, 0.3, 0.2]),
 )
 CALLS = (5, 10, 20, 50)
-# name → (kind, solver, model calls per step, spacing of a diffusion sampler's noise levels). DDIM is
-# Euler's method in σ-space (lesson 05), so it stands for both; Heun in σ-space needs Karras levels on
-# the cosine schedule (trailing levels start at σ ≈ 20,000, where its correction step fails).
+# name → (kind, solver, spacing of a diffusion sampler's noise levels). DDIM is Euler's method in
+# σ-space (lesson 05), so it stands for both; Heun in σ-space is given Karras levels.
 MIXTURE_SOLVERS = {
-    "flow Euler": ("flow", "euler", 1, None), "flow Heun": ("flow", "heun", 2, None),
-    "flow midpoint": ("flow", "midpoint", 2, None), "DDIM (trailing)": ("diffusion", "ddim", 1, "trailing"),
-    "Heun (σ, Karras)": ("diffusion", "heun", 2, "karras"),
-    "DPM-Solver++(2M) (trailing)": ("diffusion", "dpmpp_2m", 1, "trailing"),
+    "flow Euler": ("flow", "euler", None), "flow Heun": ("flow", "heun", None),
+    "flow midpoint": ("flow", "midpoint", None), "DDIM (trailing)": ("diffusion", "ddim", "trailing"),
+    "Heun (σ, Karras)": ("diffusion", "heun", "karras"),
+    "DPM-Solver++(2M) (trailing)": ("diffusion", "dpmpp_2m", "trailing"),
 }
+
+
+def steps_for(calls: int, solver: str) -> int:
+    """The steps that cost at most `calls` model calls: Heun makes two per step but one in its last
+    (an Euler step into the end), 2·steps - 1; midpoint two per step; the others one."""
+    name = solver.removeprefix("flow_")
+    if name == "heun":
+        return (calls + 1) // 2
+    return max(1, calls // 2) if name == "midpoint" else calls
 
 
 def mixture_table(n: int) -> str:
@@ -55,13 +63,13 @@ def mixture_table(n: int) -> str:
     x1 = torch.randn(n, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     reference = flow.sample(MIXTURE.velocity_model(), x1, 1000, "heun")
     rows = ["| solver | " + " | ".join(f"{c} calls" for c in CALLS) + " |", "|---" * (len(CALLS) + 1) + "|"]
-    for name, (kind, solver, per_step, spacing) in MIXTURE_SOLVERS.items():
+    for name, (kind, solver, spacing) in MIXTURE_SOLVERS.items():
         errors = []
         for calls in CALLS:
-            steps = max(1, calls // per_step)
+            steps = steps_for(calls, solver)
             if kind == "flow":
                 x0 = flow.sample(MIXTURE.velocity_model(), x1, steps, solver)
-            else:  # (Heun's last step, to σ = 0, is an Euler step: one call fewer than counted)
+            else:
                 x0 = sample(MIXTURE.eps_model(schedule), x1, schedule, solver, steps, spacing)
             errors.append(f"{(x0 - reference).norm(dim=1).mean():.4f}")
         rows.append(f"| {name} | " + " | ".join(errors) + " |")
@@ -77,11 +85,10 @@ def shapes_table(n: int, w: float) -> str:
     for model, solvers in runs.items():
         ckpt = load_pretrained(model)
         for solver in solvers:
-            per_step = 2 if solver == "flow_heun" else 1
             cells = []
             for calls in (5, 10, 25):
                 start = time.process_time()
-                images = generate(ckpt, n, sampler=solver, steps=max(1, calls // per_step), label=labels, guidance=w)
+                images = generate(ckpt, n, sampler=solver, steps=steps_for(calls, solver), label=labels, guidance=w)
                 s = metric.evaluate(images, labels)
                 cells.append(f"FD {s['fd']:.2f}, {s['accuracy']:.0%} ({time.process_time() - start:.0f} s)")
             rows.append(f"| {model} | {solver} | " + " | ".join(cells) + " |")

@@ -221,15 +221,18 @@ def euler(v_model: VelocityModel, x1: Tensor, ts: Sequence[float], *, callback: 
 def heun(v_model: VelocityModel, x1: Tensor, ts: Sequence[float], *, callback: Callback | None = None,
          **condition: Tensor) -> Tensor:
     """Heun's method (the explicit trapezoidal rule): an Euler step predicts x_{t'}, then the
-    average of the velocities at both ends makes the step. Second order, two calls per step."""
+    average of the velocities at both ends makes the step. Second order, two calls per step; the
+    last step, into t = 0, stays an Euler step (as in Karras et al. 2022, Algorithm 1): a network
+    trained on logit-normal times has hardly ever seen t = 0, and its velocity there cannot be trusted."""
     check_finite("x1", x1)
     x = x1
     for i, (t, t_next) in enumerate(pairwise(_check_times(ts))):
         h = t_next - t
         v = _v(v_model, x, t, condition)
-        x_euler = x + h * v  # predictor: Euler
-        v_next = _v(v_model, x_euler, t_next, condition)
-        x_next = x + h * (v + v_next) / 2  # corrector: the trapezoid
+        x_next = x + h * v  # predictor: Euler
+        if t_next > 0:
+            v_next = _v(v_model, x_next, t_next, condition)
+            x_next = x + h * (v + v_next) / 2  # corrector: the trapezoid
         _report(callback, i, t, x, v, x_next)
         x = x_next
     return x
@@ -258,7 +261,7 @@ SOLVERS: dict[str, Callable[..., Tensor]] = {"euler": euler, "heun": heun, "midp
 def sample(v_model: VelocityModel, x1: Tensor, steps: int, solver: str = "euler", *, shift: float = 1.0,
            callback: Callback | None = None, **condition: Tensor) -> Tensor:
     """Samples x0 from noise x1 ~ N(0, I): `solver` ("euler", "heun" or "midpoint") over
-    `time_grid(steps, shift)`. Heun and midpoint call the model twice per step. A condition
+    `time_grid(steps, shift)`. Midpoint calls the model twice per step, Heun twice but once in the last. A condition
     (e.g. y=labels) is passed on to v_model; guidance wraps v_model as it wraps an ε-model."""
     check_choice("solver", solver, tuple(SOLVERS))
     return SOLVERS[solver](v_model, x1, time_grid(steps, shift), callback=callback, **condition)
