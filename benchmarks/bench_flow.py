@@ -27,17 +27,13 @@ import time
 import torch
 
 from minidiff import flow, generate, load_pretrained
-from minidiff.data import GaussianMixture
+from minidiff.data import three_gaussians
 from minidiff.data.images import ShapesDataset
 from minidiff.metrics import ImageMetric
 from minidiff.samplers import sample
 from minidiff.schedules import NoiseSchedule
 
-MIXTURE = GaussianMixture(
-    means=torch.tensor([[-2.0, -1.0], [1.5, 1.5], [2.0, -2.0]]),
-    covs=torch.tensor([[[0.30, 0.15], [0.15, 0.20]], [[0.10, 0.0], [0.0, 0.40]], [[0.05, -0.02], [-0.02, 0.05]]]),
-    weights=torch.tensor([0.5, 0.3, 0.2]),
-)
+MIXTURE = three_gaussians()
 CALLS = (5, 10, 20, 50)
 # name → (kind, solver, spacing of a diffusion sampler's noise levels). DDIM is Euler's method in
 # σ-space (lesson 05), so it stands for both; Heun in σ-space is given Karras levels.

@@ -19,8 +19,6 @@ from minidiff.pretrained import list_pretrained, list_vaes, load_pretrained, loa
 from minidiff.recipes import RECIPES, Recipe, train_recipe
 from minidiff.samplers import (
     SAMPLERS,
-    Step,
-    Trajectory,
     ddim,
     ddim_invert,
     ddim_step,
@@ -37,6 +35,7 @@ from minidiff.samplers import (
 )
 from minidiff.schedules import NoiseSchedule
 from minidiff.train import TrainConfig, TrainResult
+from minidiff.trajectory import Step, Trajectory
 
 __version__ = "0.1.0"
 

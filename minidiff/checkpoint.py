@@ -115,7 +115,7 @@ class Checkpoint:
         return velocity_model_from_eps(self.eps_model, self.schedule)
 
     def _check_denoiser(self) -> None:
-        if self.schedule is None:
+        if not self.is_denoiser:
             raise CheckpointError(f"this checkpoint holds a {type(self.model).__name__}, not a diffusion model")
 
 

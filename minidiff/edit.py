@@ -23,8 +23,9 @@ from torch import Tensor
 
 from minidiff._checks import check_choice, check_finite
 from minidiff.forward import Denoiser
-from minidiff.samplers import SAMPLERS, Callback, Step, check_sigmas, ddim_step, noise_levels, timestep_at
+from minidiff.samplers import SAMPLERS, check_sigmas, ddim_step, noise_levels, timestep_at
 from minidiff.schedules import NoiseSchedule
+from minidiff.trajectory import Callback, Step
 
 
 def _noise_like(x: Tensor, generator: torch.Generator | None) -> Tensor:

@@ -109,9 +109,13 @@ def shift_t(t: Tensor, shift: float) -> Tensor:
     larger image keeps more of its signal at the same t (neighbouring pixels average the noise
     away), so SD3 shifts by √(pixels / 256²): it spends more time where the image still has to form.
     """
+    _check_shift(shift)
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def _check_shift(shift: float) -> None:
     if not shift > 0:
         raise ValueError(f"shift must be a positive number, got {shift!r}")
-    return shift * t / (1 + (shift - 1) * t)
 
 
 def flow_loss(
@@ -155,7 +159,7 @@ class FlowObjective(Objective):
         check_choice("timesteps", self.timesteps, TIME_SAMPLING)
         if not 0 <= self.p_uncond < 1:
             raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond!r}")
-        shift_t(torch.zeros(1), self.shift)  # checks shift
+        _check_shift(self.shift)
 
     def __call__(self, model: nn.Module, batch: tuple[Tensor, ...], generator: torch.Generator) -> Tensor:
         x0, *y = batch

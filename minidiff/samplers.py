@@ -27,8 +27,8 @@ pick integer timesteps (see `timesteps`), "karras" picks σ's evenly spaced in �
 (`karras_sigmas`). Every sampler ends with a step to σ = 0, so it returns clean data.
 
 Every sampler is `sampler(model, x, schedule, sigmas, *, generator=None, callback=None, …)`
-and can report each step to a `callback(Step)`; `Trajectory` is a ready-made callback that
-records them all for plotting. `sample(model, x_T, schedule, "ddim", 50)` picks a sampler by
+and can report each step to a `callback(Step)`; `minidiff.trajectory.Trajectory` is a
+ready-made callback that records them all for plotting. `sample(model, x_T, schedule, "ddim", 50)` picks a sampler by
 name and builds its noise levels. The one-step pieces `denoise` and `ddim_step` are public:
 editing (`minidiff.edit`) and the lessons build on them.
 """
@@ -46,7 +46,7 @@ from torch import Tensor
 from minidiff._checks import check_choice, check_finite
 from minidiff.forward import Denoiser, x0_from_eps
 from minidiff.schedules import NoiseSchedule
-from minidiff.trajectory import Callback, Step, Trajectory  # noqa: F401 (re-exported: sampler callbacks)
+from minidiff.trajectory import Callback, Step
 
 SPACINGS = ("linspace", "leading", "trailing")  # integer timesteps, see `timesteps`
 SIGMA_SPACINGS = (*SPACINGS, "karras")  # what every sampler's `spacing` accepts

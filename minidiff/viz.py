@@ -19,8 +19,8 @@ from torch import Tensor
 
 from minidiff.data.photo import to_display
 from minidiff.files import write_atomic
-from minidiff.samplers import Trajectory
 from minidiff.schedules import NoiseSchedule
+from minidiff.trajectory import Trajectory
 
 
 def _draw(ax, x: Tensor, title: str = "", lim: float = 4, **scatter) -> None:

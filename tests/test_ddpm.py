@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from minidiff import (
-    GaussianMixture,
     NoiseSchedule,
     Trajectory,
     ddpm,
@@ -14,12 +13,9 @@ from minidiff import (
     sliced_wasserstein,
     timesteps,
 )
+from minidiff.data import three_gaussians
 
-MIXTURE = GaussianMixture(
-    means=torch.tensor([[-2.0, -1.0], [1.5, 1.5], [2.0, -2.0]]),
-    covs=torch.tensor([[[0.30, 0.15], [0.15, 0.20]], [[0.10, 0.0], [0.0, 0.40]], [[0.05, -0.02], [-0.02, 0.05]]]),
-    weights=torch.tensor([0.5, 0.3, 0.2]),
-)
+MIXTURE = three_gaussians()
 
 
 def mixture_fit(x: torch.Tensor):

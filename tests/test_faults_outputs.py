@@ -80,7 +80,8 @@ def test_every_writer_goes_through_the_atomic_writer(tmp_path, monkeypatch, what
     earlier file survives intact, no temporary remains."""
     from minidiff import viz
     from minidiff.files import record_in_manifest
-    from minidiff.samplers import Trajectory, sample
+    from minidiff.samplers import sample
+    from minidiff.trajectory import Trajectory
 
     def write(path: Path):
         if what == "png":

@@ -12,21 +12,18 @@ import torch
 
 from minidiff import flow
 from minidiff.checkpoint import load_checkpoint, model_from_config
-from minidiff.data import GaussianMixture, make_toy
+from minidiff.data import GaussianMixture, make_toy, three_gaussians
 from minidiff.flow import FlowObjective
 from minidiff.generate import generate
 from minidiff.guidance import classifier_free_guidance
 from minidiff.nn import MLPConfig, UNetConfig
 from minidiff.recipes import get_recipe, train_recipe
-from minidiff.samplers import Trajectory, ddim, noise_levels
+from minidiff.samplers import ddim, noise_levels
 from minidiff.schedules import NoiseSchedule
 from minidiff.train import TrainConfig, train
+from minidiff.trajectory import Trajectory
 
-MIXTURE = GaussianMixture(
-    means=torch.tensor([[-2.0, -1.0], [1.5, 1.5], [2.0, -2.0]]),
-    covs=torch.tensor([[[0.30, 0.15], [0.15, 0.20]], [[0.10, 0.0], [0.0, 0.40]], [[0.05, -0.02], [-0.02, 0.05]]]),
-    weights=torch.tensor([0.5, 0.3, 0.2]),
-)
+MIXTURE = three_gaussians()
 
 
 def gaussian_velocity(x: torch.Tensor, t: torch.Tensor, mu: float, s: float) -> torch.Tensor:

@@ -13,7 +13,7 @@ from minidiff.data.images import (
     ShapesDataset,
 )
 from minidiff.data.mixture import GaussianMixture
-from minidiff.data.toy2d import TOY_DATASETS, eight_gaussians, make_toy
+from minidiff.data.toy2d import TOY_DATASETS, eight_gaussians, make_toy, three_gaussians
 
 __all__ = [
     "COLOURS",
@@ -33,4 +33,5 @@ __all__ = [
     "load_mnist",
     "make_toy",
     "read_idx",
+    "three_gaussians",
 ]

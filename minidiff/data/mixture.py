@@ -113,7 +113,7 @@ class GaussianMixture:
             check_finite("x_t", x_t)
             if x_t.ndim != 2 or x_t.shape[1] != self.dim or t.shape != (len(x_t),):
                 raise ValueError(f"x_t must be (B, {self.dim}) and t (B,), got {tuple(x_t.shape)} and {tuple(t.shape)}")
-            a = (1 - t.to(torch.float64, copy=True))[:, None, None].to(x_t.device)  # (B, 1, 1)
+            a = (1 - t.to(x_t.device, torch.float64))[:, None, None]  # (B, 1, 1)
             b = 1 - a
             mu, sigma = self.means.to(x_t.device), self.covs.to(x_t.device)
             eye = torch.eye(self.dim, dtype=torch.float64, device=x_t.device)

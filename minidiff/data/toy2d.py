@@ -22,6 +22,16 @@ def eight_gaussians(std: float = 0.1, radius: float = 2.0) -> GaussianMixture:
     return GaussianMixture(means, covs, torch.full((8,), 1 / 8))
 
 
+def three_gaussians() -> GaussianMixture:
+    """3 unequal, correlated Gaussians (weights 0.5, 0.3, 0.2): the mixture whose exact ε and exact
+    flow velocity the sampler tests, lesson 10 and benchmarks/bench_flow.py use as their yardstick."""
+    return GaussianMixture(
+        means=torch.tensor([[-2.0, -1.0], [1.5, 1.5], [2.0, -2.0]]),
+        covs=torch.tensor([[[0.30, 0.15], [0.15, 0.20]], [[0.10, 0.0], [0.0, 0.40]], [[0.05, -0.02], [-0.02, 0.05]]]),
+        weights=torch.tensor([0.5, 0.3, 0.2]),
+    )
+
+
 def _swiss_roll(n: int, g: torch.Generator) -> Tensor:
     angle = 1.5 * math.pi * (1 + 2 * torch.rand(n, generator=g))  # 1.5π … 4.5π
     points = torch.stack([angle * angle.cos(), angle * angle.sin()], dim=1) / 5
