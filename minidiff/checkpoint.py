@@ -42,7 +42,7 @@ from minidiff._checks import check_choice
 from minidiff.files import write_atomic
 from minidiff.flow import VelocityModel, as_velocity_model, eps_model_from_velocity, velocity_model_from_eps
 from minidiff.forward import PREDICTIONS, Denoiser, as_eps_model
-from minidiff.nn import MLPConfig, MLPDenoiser, UNet, UNetConfig
+from minidiff.nn import DiT, DiTConfig, MLPConfig, MLPDenoiser, UNet, UNetConfig
 from minidiff.nn.classifier import Classifier, ClassifierConfig
 from minidiff.nn.text import TextUNet, TextUNetConfig
 from minidiff.nn.vae import VAE, VAEConfig
@@ -59,6 +59,7 @@ MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "TextUNet": (TextUNet, TextUNetConfig),
     "VAE": (VAE, VAEConfig),
     "Classifier": (Classifier, ClassifierConfig),
+    "DiT": (DiT, DiTConfig),
 }
 
 

@@ -32,7 +32,7 @@ from minidiff.data import TOY_DATASETS, DigitsDataset, ShapesDataset, make_toy
 from minidiff.flow import FlowObjective
 from minidiff.forward import DiffusionObjective
 from minidiff.latent import encode
-from minidiff.nn import MLPConfig, UNetConfig
+from minidiff.nn import DiTConfig, MLPConfig, UNetConfig
 from minidiff.nn.text import TextUNetConfig, Tokenizer
 from minidiff.nn.vae import VAEConfig, VAEObjective, reconstruction_mse
 from minidiff.objective import Objective
@@ -52,7 +52,7 @@ class Recipe:
     name: str
     description: str  # one line for `--help`
     dataset: str  # "digits", "shapes" or a 2-D toy (TOY_DATASETS)
-    model: UNetConfig | MLPConfig | TextUNetConfig | VAEConfig  # the network (`model_from_config` builds it)
+    model: UNetConfig | DiTConfig | MLPConfig | TextUNetConfig | VAEConfig  # the network (model_from_config)
     training: TrainConfig  # steps, batch size, learning rate, EMA, seed, …
     schedule: str = "cosine"  # noise schedule name, see `NoiseSchedule.from_name`
     T: int = 1000  # training timesteps
@@ -269,6 +269,13 @@ RECIPES |= {
         _flow_twin("shapes_flow", "shapes_class", "class-conditional U-Net (0.83M parameters) trained by flow matching "
                    "(rectified flow, logit-normal times as in SD3) on the shapes at 32×32: the network and budget of "
                    "shapes_class; 5,000 steps of batch 32, about 25 minutes on one idle CPU thread"),
+        dataclasses.replace(  # shapes_flow with a transformer in place of the U-Net
+            _flow_twin("shapes_dit", "shapes_class", "class-conditional diffusion transformer (DiT, 1.9M parameters, "
+                       "4×4 patches: 64 tokens) trained by flow matching on the shapes at 32×32, labels dropped 10% "
+                       "of the time; 6,000 steps of batch 32, the CPU minutes of shapes_flow's 5,000"),
+            model=DiTConfig(patch_size=4, width=128, depth=6, heads=4, num_classes=16),
+            training=dataclasses.replace(FAST_TRAINING, steps=6000),
+        ),
     )
 }
 

@@ -15,3 +15,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def summary_of(capsys):
+    """summary_of(model, input_shape) → {stage: its output shape as printed}, after checking that
+    the printed total and the stages' parameter counts both add up to the model's parameters."""
+
+    def read(model: torch.nn.Module, input_shape: tuple[int, ...]) -> dict[str, str]:
+        model.summary(input_shape)
+        lines = capsys.readouterr().out.splitlines()
+        total = sum(p.numel() for p in model.parameters())
+        assert lines[-1].split() == ["total", f"{total:,}"]
+        rows = [line.split() for line in lines[1:-1]]
+        assert sum(int(row[-1].replace(",", "")) for row in rows) == total  # every parameter counted once
+        return {row[0]: " ".join(row[1:-1]) for row in rows}
+
+    return read

@@ -21,7 +21,7 @@ from minidiff.classifier import MANIFEST as CLASSIFIER_MANIFEST
 from minidiff.classifier import load_classifier, weights_file
 from minidiff.files import WeightsError, sha256_of
 from minidiff.forward import DiffusionObjective, as_eps_model
-from minidiff.nn import MLPConfig, MLPDenoiser, UNet, UNetConfig
+from minidiff.nn import DiTConfig, MLPConfig, MLPDenoiser, UNet, UNetConfig
 from minidiff.pretrained import MANIFEST, VAE_MANIFEST, load_pretrained, load_vae
 from minidiff.publish import publish, publish_vae
 from minidiff.schedules import NoiseSchedule
@@ -29,6 +29,7 @@ from minidiff.train import CHECKPOINT, TrainConfig, train
 
 TINY_UNET = UNetConfig(channels=8, channel_mults=(1, 2), blocks_per_level=1, groups=4, heads=2, num_classes=3)
 TINY_MLP = MLPConfig(hidden=16, layers=1, time_dim=8)
+TINY_DIT = DiTConfig(in_channels=1, patch_size=2, width=16, depth=2, heads=2, num_classes=3)
 
 
 def perturbed(model: torch.nn.Module) -> torch.nn.Module:
@@ -40,7 +41,11 @@ def perturbed(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-@pytest.mark.parametrize("config, shape", [(TINY_UNET, (3, 1, 8, 8)), (TINY_MLP, (3, 2))], ids=["unet", "mlp"])
+@pytest.mark.parametrize(
+    "config, shape",
+    [(TINY_UNET, (3, 1, 8, 8)), (TINY_MLP, (3, 2)), (TINY_DIT, (3, 1, 8, 8))],
+    ids=["unet", "mlp", "dit"],
+)
 def test_save_load_gives_identical_outputs(tmp_path, config, shape):
     model = perturbed(model_from_config(config)).eval()
     schedule = NoiseSchedule.cosine(100)

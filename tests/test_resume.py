@@ -16,7 +16,7 @@ from minidiff.classifier import ClassifierObjective, ClassifierRecipe, training_
 from minidiff.data import make_toy
 from minidiff.flow import FlowObjective
 from minidiff.forward import DiffusionObjective
-from minidiff.nn import MLPConfig, UNetConfig
+from minidiff.nn import DiTConfig, MLPConfig, UNetConfig
 from minidiff.nn.classifier import ClassifierConfig
 from minidiff.nn.vae import VAEConfig, VAEObjective
 from minidiff.objective import Objective
@@ -73,6 +73,18 @@ CASES = {
         (make_toy("two_moons", 500),),
         lambda: FlowObjective(timesteps="logit_normal"),
         TrainConfig(steps=STEPS, batch_size=32, warmup=3, checkpoint_every=EVERY),
+    ),
+    "flow-mlp-ot": Case(  # the noise re-paired across each batch by optimal transport
+        MLPConfig(hidden=32, layers=2, time_dim=8),
+        (make_toy("two_moons", 500),),
+        lambda: FlowObjective(coupling="ot"),
+        TrainConfig(steps=STEPS, batch_size=32, warmup=3, checkpoint_every=EVERY),
+    ),
+    "flow-dit-labels": Case(
+        DiTConfig(in_channels=1, patch_size=2, width=16, depth=2, heads=2, num_classes=3),
+        (images(32, 1, 8), labels(32)),
+        lambda: FlowObjective(p_uncond=0.3, timesteps="logit_normal"),
+        TrainConfig(steps=STEPS, batch_size=8, warmup=3, checkpoint_every=EVERY),
     ),
     "vae": Case(
         VAEConfig(channels=8, channel_mults=(1, 2, 2), groups=4),

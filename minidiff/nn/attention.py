@@ -130,20 +130,49 @@ class CrossAttention(nn.Module):
         return weights.transpose(1, 2).reshape(B, -1, H, W)
 
 
+class TokenAttention(nn.Module):
+    """Multi-head self-attention over a token sequence, (B, N, C) → (B, N, C): proj(Attention(Q, K, V))
+    with Q, K, V linear maps of the tokens. No norm and no residual: the transformer block
+    around it (`minidiff.nn.dit.DiTBlock`) adds both."""
+
+    def __init__(self, channels: int, heads: int):
+        super().__init__()
+        _check_heads(channels, heads)
+        self.heads = heads
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = nn.Linear(channels, channels)
+
+    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return tuple(_split_heads(z, self.heads) for z in self.qkv(x).chunk(3, dim=-1))  # 3 × (B, heads, N, d)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(_merge_heads(F.scaled_dot_product_attention(*self._qkv(x))))  # (B, N, C)
+
+    @torch.no_grad()
+    def attention_map(self, x: Tensor) -> Tensor:
+        """softmax(Q Kᵀ / √d) averaged over heads, (B, N, N): row i is where token i looks; rows sum to 1."""
+        q, k, _ = self._qkv(x)
+        return (q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5).float().softmax(dim=-1).mean(dim=1)
+
+
 @contextlib.contextmanager
 def record_attention_maps(model: nn.Module) -> Iterator[dict[str, Tensor]]:
-    """Collect the attention map of every `CrossAttention` in `model` while the block runs.
+    """Collect the attention map of every `CrossAttention` and `TokenAttention` in `model` while
+    the block runs.
 
         with record_attention_maps(unet) as maps:
             unet(x_t, t, context=tokens, context_mask=mask)
         maps["mid.0.cross"]  # (B, L, H, W): where each token was looked at
+        with record_attention_maps(dit) as maps:
+            dit(x_t, t, y)
+        maps["blocks.0.attn"]  # (B, N, N): where each patch looked
 
     A block that runs more than once keeps its last call. Hooks are removed on exit.
     """
     maps: dict[str, Tensor] = {}
 
     def hook(name: str):
-        def record(module: CrossAttention, args: tuple, kwargs: dict, output: Tensor) -> None:
+        def record(module: CrossAttention | TokenAttention, args: tuple, kwargs: dict, output: Tensor) -> None:
             maps[name] = module.attention_map(*args, **kwargs)
 
         return record
@@ -151,7 +180,7 @@ def record_attention_maps(model: nn.Module) -> Iterator[dict[str, Tensor]]:
     handles = [
         m.register_forward_hook(hook(name), with_kwargs=True)
         for name, m in model.named_modules()
-        if isinstance(m, CrossAttention)
+        if isinstance(m, CrossAttention | TokenAttention)
     ]
     try:
         yield maps

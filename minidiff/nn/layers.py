@@ -41,3 +41,69 @@ class TimeEmbedding(nn.Module):
 
     def forward(self, t: Tensor) -> Tensor:
         return self.mlp(timestep_embedding(t, self.dim).to(self.mlp[0].weight.dtype))  # (B, hidden)
+
+
+class LabelConditioned:
+    """What a network conditioned on class labels through `self.label_embedding` (an
+    `nn.Embedding` of num_classes + 1 rows, the last the null label ∅, or None for an
+    unconditional network) needs for the `Conditional` protocol of `minidiff.forward`."""
+
+    label_embedding: nn.Embedding | None
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the model takes a condition y (here: class labels)."""
+        return self.label_embedding is not None
+
+    @property
+    def num_classes(self) -> int | None:
+        return None if self.label_embedding is None else self.label_embedding.num_embeddings - 1
+
+    def check_condition(self, y: Tensor, batch: int | None = None) -> None:
+        """Raise ValueError unless y is a valid label tensor (batch,) for this model."""
+        K = self.num_classes
+        if K is None:
+            raise ValueError(
+                f"y given, but this {type(self).__name__} has no label embedding (config.num_classes is None)"
+            )
+        B = len(y) if torch.is_tensor(y) and y.ndim and batch is None else batch
+        if not torch.is_tensor(y) or y.dtype.is_floating_point or y.dtype == torch.bool or y.shape != (B,):
+            got = f"{y.dtype} of shape {tuple(y.shape)}" if torch.is_tensor(y) else type(y).__name__
+            raise ValueError(f"y must be an integer tensor of shape ({B},), got {got}")
+        if B and (int(y.min()) < 0 or int(y.max()) > K):
+            raise ValueError(
+                f"labels y must lie in [0, {K}] ({K} = null label), got values from {int(y.min())} to {int(y.max())}"
+            )
+
+    def null_condition(self, y: Tensor) -> Tensor:
+        """The null label ∅ (= num_classes) for every entry of y: "no label"."""
+        return torch.full_like(y, self.num_classes)
+
+    def embed_condition(self, emb: Tensor, y: Tensor | None) -> Tensor:
+        """emb + the embedding of labels y (None: the null label); emb unchanged if unconditional."""
+        if self.label_embedding is None:
+            return emb
+        if y is None:
+            y = torch.full(emb.shape[:1], self.num_classes, dtype=torch.long, device=emb.device)
+        return emb + self.label_embedding(y)
+
+
+def print_summary(model: nn.Module, stages: list[tuple[str, nn.Module]], x: Tensor) -> None:
+    """Run model(x, t = 0) once and print each stage's name, output shape and parameter count,
+    then the total number of parameters of the model."""
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def recorder(name: str):
+        return lambda module, args, output: shapes.__setitem__(name, tuple(output.shape))
+
+    handles = [m.register_forward_hook(recorder(n)) for n, m in stages]
+    try:
+        with torch.no_grad():
+            model(x, torch.zeros(len(x), device=x.device))
+    finally:
+        for h in handles:
+            h.remove()
+    lines = [f"{'stage':<22}{'output shape':<20}{'params':>10}"]
+    lines += [f"{n:<22}{str(shapes[n]):<20}{sum(q.numel() for q in m.parameters()):>10,}" for n, m in stages]
+    lines.append(f"{'total':<42}{sum(q.numel() for q in model.parameters()):>10,}")
+    print("\n".join(lines))

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from minidiff._checks import check_fields, check_finite, check_model_timesteps
 from minidiff.nn.attention import CrossAttention, SelfAttention, zero_init
-from minidiff.nn.layers import TimeEmbedding
+from minidiff.nn.layers import LabelConditioned, TimeEmbedding, print_summary
 
 
 @dataclass
@@ -90,10 +90,6 @@ class UNetConfig:
                 f"context_dim must be a positive integer and needs attention_levels, got "
                 f"context_dim={self.context_dim}, attention_levels={self.attention_levels}"
             )
-
-
-def _describe(x: object) -> str:
-    return f"{x.dtype} of shape {tuple(x.shape)}" if torch.is_tensor(x) else type(x).__name__
 
 
 class ResBlock(nn.Module):
@@ -155,7 +151,7 @@ class Upsample(nn.ConvTranspose2d):
         super().__init__(c_in, c_out, 2, stride=2)
 
 
-class UNet(nn.Module):
+class UNet(LabelConditioned, nn.Module):
     """model(x_t, t, y=None, context=None, context_mask=None) → prediction (ε by default)
     with x_t's shape and dtype.
 
@@ -218,10 +214,7 @@ class UNet(nn.Module):
         amp = torch.autocast(x_t.device.type, dtype=torch.bfloat16) if c.bf16 else contextlib.nullcontext()
         with amp:
             emb = self.time_embedding(t)  # (B, E)
-            if self.label_embedding is not None:
-                if y is None:
-                    y = torch.full_like(t, c.num_classes, dtype=torch.long)  # the null label
-                emb = emb + self.label_embedding(y)  # (B, E)
+            emb = self.embed_condition(emb, y)  # + the label's embedding (B, E); y = None: the null label
             emb = F.silu(emb)  # once here rather than in every block
             if c.channels_last:
                 x_t = x_t.contiguous(memory_format=torch.channels_last)
@@ -264,48 +257,10 @@ class UNet(nn.Module):
                 raise ValueError("context given, but this UNet has no cross-attention (config.context_dim is None)")
             check_finite("context", context)
 
-    @property
-    def conditional(self) -> bool:
-        """Whether the model takes a condition y (here: class labels)."""
-        return self.config.num_classes is not None
-
-    def check_condition(self, y: Tensor, batch: int | None = None) -> None:
-        """Raise ValueError unless y is a valid label tensor (batch,) for this model."""
-        c = self.config
-        if c.num_classes is None:
-            raise ValueError("y given, but this UNet has no label embedding (config.num_classes is None)")
-        B = len(y) if torch.is_tensor(y) and y.ndim and batch is None else batch
-        if not torch.is_tensor(y) or y.dtype.is_floating_point or y.dtype == torch.bool or y.shape != (B,):
-            raise ValueError(f"y must be an integer tensor of shape ({B},), got {_describe(y)}")
-        if B and (int(y.min()) < 0 or int(y.max()) > c.num_classes):
-            raise ValueError(
-                f"labels y must lie in [0, {c.num_classes}] ({c.num_classes} = null label), "
-                f"got values from {int(y.min())} to {int(y.max())}"
-            )
-
-    def null_condition(self, y: Tensor) -> Tensor:
-        """The null label ∅ (= num_classes) for every entry of y: "no label"."""
-        return torch.full_like(y, self.config.num_classes)
-
     def summary(self, input_shape: tuple[int, int, int]) -> None:
         """Print each stage's name, output shape and parameter count for one input of shape
         (C, H, W), then the total number of parameters."""
         kinds = (TimeEmbedding, nn.Embedding, Block, Downsample, Upsample)
         stages = [(n, m) for n, m in self.named_modules() if n in ("inp", "out") or isinstance(m, kinds)]
-        shapes: dict[str, tuple[int, ...]] = {}
-
-        def recorder(name: str):
-            return lambda module, args, output: shapes.__setitem__(name, tuple(output.shape))
-
-        handles = [m.register_forward_hook(recorder(n)) for n, m in stages]
         p = next(self.parameters())
-        try:
-            with torch.no_grad():
-                self(torch.zeros(1, *input_shape, device=p.device, dtype=p.dtype), torch.zeros(1, device=p.device))
-        finally:
-            for h in handles:
-                h.remove()
-        lines = [f"{'stage':<22}{'output shape':<20}{'params':>10}"]
-        lines += [f"{n:<22}{str(shapes[n]):<20}{sum(q.numel() for q in m.parameters()):>10,}" for n, m in stages]
-        lines.append(f"{'total':<42}{sum(q.numel() for q in self.parameters()):>10,}")
-        print("\n".join(lines))
+        print_summary(self, stages, torch.zeros(1, *input_shape, device=p.device, dtype=p.dtype))
