@@ -219,6 +219,11 @@ def train(
     if resume and out_dir is None:
         raise ValueError("resume=True needs out_dir, the folder of the run to continue")
     out_dir = Path(out_dir) if out_dir is not None else None
+    if not any(q.requires_grad for q in model.parameters()):
+        raise ValueError(
+            "model has no parameter that requires a gradient (an EMA copy, such as a TrainResult's ema, is "
+            "frozen): to train it further, pass a copy with .requires_grad_(True)"
+        )
     p = next(model.parameters())
     data = tuple(x.to(p) if x.is_floating_point() else x.to(p.device) for x in data)  # on the model's device
     run = _Run(

@@ -5,6 +5,7 @@ Resume equivalence for every objective: tests/test_resume.py."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
@@ -321,3 +322,11 @@ def test_unknown_recipe_lists_the_valid_names():
     with pytest.raises(ValueError, match="unknown recipe 'nope'; expected one of 'digits', 'shapes'") as error:
         get_recipe("nope")
     assert all(repr(name) in str(error.value) for name in RECIPES)
+
+
+def test_a_frozen_model_is_named_instead_of_failing_in_backward():
+    data = make_toy("two_moons", 100)
+    ema = train(model(TINY_MLP), data, DIFFUSION, TrainConfig(steps=2, batch_size=8)).ema
+    with pytest.raises(ValueError, match="model has no parameter that requires a gradient"):
+        train(ema, data, DIFFUSION, TrainConfig(steps=2, batch_size=8))
+    train(copy.deepcopy(ema).requires_grad_(True), data, DIFFUSION, TrainConfig(steps=2, batch_size=8))  # the cure
