@@ -186,3 +186,17 @@ def test_a_dit_is_a_drop_in_denoiser_for_samplers_and_guidance():
         eps = sample(as_eps_model(guided, schedule, "v"), x_T, schedule, "ddim", steps=5)
         v = flow.sample(flow.as_velocity_model(guided), x_T, steps=5)
     assert eps.shape == v.shape == x_T.shape and eps.isfinite().all() and v.isfinite().all()
+
+
+def test_multiply_adds_counts_layers_and_attention_by_hand():
+    from minidiff.nn.attention import CrossAttention
+    from minidiff.nn.layers import multiply_adds
+
+    x = torch.randn(3, 5, 8)  # 5 tokens of width 8
+    # qkv: 5·8·24, proj: 5·8·8, Q·Kᵀ and weights·V: 2·5²·8
+    assert multiply_adds(TokenAttention(8, heads=2), x) == 5 * 8 * 24 + 5 * 8 * 8 + 2 * 25 * 8
+    assert multiply_adds(torch.nn.Conv2d(3, 4, 3, padding=1), torch.randn(2, 3, 8, 8)) == 64 * 4 * 27
+    # cross-attention from a 4×4 map (N = 16, C = 8) to L = 3 context tokens of width 6
+    cross = CrossAttention(8, 6, heads=2, groups=2)
+    expected = 16 * 8 * 8 + 3 * 6 * 16 + 16 * 8 * 8 + 2 * 16 * 3 * 8  # q, kv, proj, attention
+    assert multiply_adds(cross, torch.randn(2, 8, 4, 4), context=torch.randn(2, 3, 6)) == expected

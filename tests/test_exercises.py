@@ -35,6 +35,8 @@ NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
         "sdedit_start",
         "path",
         "flow_euler_step",
+        "patchify",
+        "dit_block_params",
     ],
 )
 def test_solutions_pass(name, capsys):
@@ -95,6 +97,12 @@ MISTAKES = [
     (ex.check_path, lambda x0, e, t: (1 - t) * x0 + t * e, "raised"),
     (ex.check_flow_euler_step, lambda x, v, t, tn: x + (t - tn) * v, "wrong way"),
     (ex.check_flow_euler_step, lambda x, v, t, tn: (tn - t) * v, "dropped x"),
+    (ex.check_patchify, lambda x, p: x.reshape(x.shape[0], -1, x.shape[1] * p * p), "rows of pixels"),
+    (ex.check_patchify, lambda x, p: x.unfold(2, p, p).unfold(3, p, p).permute(0, 2, 3, 4, 5, 1).flatten(3)
+     .flatten(1, 2), "channels last"),
+    (ex.check_dit_block_params, lambda D, r: (10 + 2 * r) * D * D, "biases"),
+    (ex.check_dit_block_params, lambda D, r: (10 + 2 * r) * D * D + (11 + r) * D + 4 * D, "learn nothing"),
+    (ex.check_dit_block_params, lambda D, r: (8 + 2 * r) * D * D + (9 + r) * D, "six vectors"),
 ]
 
 

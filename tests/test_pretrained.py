@@ -18,8 +18,11 @@ SHAPES_FD = 15.0
 # accuracy at guidance 5 on 32 DDIM-20 samples (2 per class), below what each model measured:
 # shapes_class 97%, shapes_text 80% (of the 30 trained classes' samples), shapes_latent 91%
 CONDITIONAL_THRESHOLDS = {"shapes_class": 0.9, "shapes_text": 0.9, "shapes_latent": 0.9,  # measured: 100% each
-                          "shapes_latent_f8": 0.9, "shapes_flow": 0.9}  # (the flow model through the bridge, by DDIM)
-CONDITIONAL = list(CONDITIONAL_THRESHOLDS)
+                          "shapes_latent_f8": 0.9, "shapes_flow": 0.9,  # (the flow model through the bridge, by DDIM)
+                          "shapes_dit": 0.4}  # the DiT at the U-Net's CPU minutes is far behind: 64% at w = 5 (256 samples)
+# shapes_dit does not meet the aims at the U-Net's training cost (FD 16.5 at best against 0.70 for real
+# images, 64% at most; its manifest and lesson 11 say so), so it is not held to them
+AIMS_MET = [name for name in CONDITIONAL_THRESHOLDS if name != "shapes_dit"]
 
 
 def test_digits_is_listed_with_its_provenance():
@@ -80,7 +83,7 @@ def test_half_precision_changed_no_recorded_metric():
         assert abs(metric["heldout_mse"] - metric["float32_heldout_mse"]) <= 0.02 * metric["float32_heldout_mse"], name
 
 
-@pytest.mark.parametrize("name", CONDITIONAL)
+@pytest.mark.parametrize("name", AIMS_MET)
 def test_conditional_models_meet_the_recipe_aims_they_were_published_with(name):
     """What publish measured (256 DDIM-25 samples per scale): at the best guidance scale the FD is
     within 2× of as many real images', and at some scale w <= 3 at least 95% of the samples are

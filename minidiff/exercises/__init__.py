@@ -51,6 +51,12 @@ from minidiff.exercises.l10_flow_matching import (
     solution_flow_euler_step,
     solution_path,
 )
+from minidiff.exercises.l11_transformers import (
+    check_dit_block_params,
+    check_patchify,
+    solution_dit_block_params,
+    solution_patchify,
+)
 
 _SOLUTIONS = {
     name.removeprefix("solution_"): fn for name, fn in sorted(globals().items()) if name.startswith("solution_")
@@ -74,12 +80,14 @@ __all__ = [
     "check_attention_weights",
     "check_cfg",
     "check_ddpm_mean",
+    "check_dit_block_params",
     "check_drop_labels",
     "check_ema_update",
     "check_euler_step",
     "check_flow_euler_step",
     "check_kl",
     "check_nfe",
+    "check_patchify",
     "check_path",
     "check_q_sample",
     "check_resblock_params",
@@ -93,12 +101,14 @@ __all__ = [
     "solution_attention_weights",
     "solution_cfg",
     "solution_ddpm_mean",
+    "solution_dit_block_params",
     "solution_drop_labels",
     "solution_ema_update",
     "solution_euler_step",
     "solution_flow_euler_step",
     "solution_kl",
     "solution_nfe",
+    "solution_patchify",
     "solution_path",
     "solution_q_sample",
     "solution_resblock_params",

@@ -2,7 +2,7 @@
 
 from minidiff.nn.attention import CrossAttention, SelfAttention, TokenAttention, record_attention_maps
 from minidiff.nn.dit import DiT, DiTConfig
-from minidiff.nn.layers import TimeEmbedding, timestep_embedding
+from minidiff.nn.layers import TimeEmbedding, multiply_adds, timestep_embedding
 from minidiff.nn.mlp import MLPConfig, MLPDenoiser
 from minidiff.nn.unet import UNet, UNetConfig
 from minidiff.nn.vae import VAE, VAEConfig
@@ -20,6 +20,7 @@ __all__ = [
     "UNetConfig",
     "VAE",
     "VAEConfig",
+    "multiply_adds",
     "record_attention_maps",
     "timestep_embedding",
 ]
