@@ -54,7 +54,8 @@ def cost_table(batch: int, repeats: int) -> str:
     for name, model in models.items():
         tokens = (32 // model.config.patch_size) ** 2 if isinstance(model, DiT) else "—"
         params = sum(q.numel() for q in model.parameters())
-        rows[name] = (tokens, params, multiply_adds(model, x[:1], t[:1], y[:1]), forward_seconds(model, x, t, y, repeats))
+        macs = multiply_adds(model, x[:1], t[:1], y[:1])
+        rows[name] = (tokens, params, macs, forward_seconds(model, x, t, y, repeats))
     ref = rows["DiT, 4×4 patches"][3]
     lines = [f"| network | tokens | parameters | multiply-adds per image | forward, batch of {batch} | × DiT p = 4 |",
              "|---|---:|---:|---:|---:|---:|"]
