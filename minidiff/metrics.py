@@ -8,8 +8,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from minidiff._checks import check_finite
+from minidiff._checks import check_choice, check_finite
 from minidiff.classifier import classifier_data, load_classifier
+from minidiff.data import TOY_DATASETS, make_toy
 from minidiff.data.mixture import GaussianMixture
 from minidiff.files import WEIGHTS_DIR
 
@@ -114,6 +115,31 @@ def saturation(images: Tensor) -> float:
     check_finite("images", images)
     u8 = ((images.clamp(-1, 1) + 1) * 127.5).round()  # the 8-bit value of each pixel value
     return ((u8 == 0) | (u8 == 255)).double().mean().item()
+
+
+class PointMetric:
+    """Sample quality for a 2-D toy dataset (`minidiff.data.TOY_DATASETS`): the sliced Wasserstein
+    distance (`sliced_wasserstein`) of the samples to n held-out points of the dataset (seed 1;
+    the training data is seed 0). Read it against the data baseline, n training points scored the
+    same way: `PointMetric("two_moons").evaluate(make_toy("two_moons", 2000))`."""
+
+    def __init__(self, dataset: str, n: int = 2000):
+        check_choice("toy dataset", dataset, TOY_DATASETS)
+        self.dataset = dataset
+        self.reference = make_toy(dataset, n, seed=1)
+
+    def evaluate(self, points: Tensor, labels: Tensor | None = None) -> dict[str, float]:
+        """{"sliced_wasserstein": …} for points (N, 2); labels are not used (toy models take none)."""
+        if points.ndim != 2 or points.shape[1] != 2:
+            raise ValueError(f"points must have shape (N, 2), got {tuple(points.shape)}")
+        check_finite("points", points)
+        return {"sliced_wasserstein": sliced_wasserstein(points.detach().cpu().float(), self.reference)}
+
+
+def dataset_metric(dataset: str) -> ImageMetric | PointMetric:
+    """The metric publish and the benchmarks score a dataset's samples with: `ImageMetric` for
+    "digits" and "shapes", `PointMetric` for a 2-D toy."""
+    return PointMetric(dataset) if dataset in TOY_DATASETS else ImageMetric(dataset)
 
 
 class ImageMetric:

@@ -24,10 +24,13 @@ from minidiff.checkpoint import Checkpoint, CheckpointError, load_checkpoint, sa
 from minidiff.files import WEIGHTS_DIR, machine_description, record_in_manifest, sha256_of, verified_bytes
 from minidiff.forward import is_conditional
 from minidiff.generate import generate
-from minidiff.metrics import ImageMetric
+from minidiff.metrics import dataset_metric
 from minidiff.nn.vae import VAE, reconstruction_mse
 from minidiff.pretrained import MANIFEST, VAE_MANIFEST, load_pretrained, pretrained_info, vae_info
 from minidiff.recipes import get_recipe
+
+
+_SHORT = {"fd": "FD", "sliced_wasserstein": "SW"}  # a metric's name in a one-line description
 
 
 def publish(
@@ -46,7 +49,8 @@ def publish(
     """Ship a trained model: copy its EMA weights from a run's checkpoint into weights_dir as
     `<name>.safetensors`, in half precision, and record it in the manifest with its measured quality.
 
-    Quality is the dataset metric (`minidiff.metrics.ImageMetric`) of `n_samples` samples
+    Quality is the dataset metric (`minidiff.metrics.dataset_metric`: FD for images, sliced
+    Wasserstein distance for 2-D points) of `n_samples` samples
     drawn with `sampler`/`steps` from seed 0 by the file as shipped, next to the same metric
     for real training images (the baseline a perfect model would reach) and for the run's
     float32 weights (what storing float16 changed). A conditional model is asked for every
@@ -64,7 +68,8 @@ def publish(
                                 holdout=r.holdout)
     quality, float32 = measure(shipped, guidance), measure(run, guidance)
     real = dataclasses.replace(r, latent=None).load_data()[0][:n_samples]  # images, also for a latent model
-    baseline = ImageMetric(dataset).evaluate(real)
+    baseline = dataset_metric(dataset).evaluate(real)
+    headline = "fd" if "fd" in baseline else "sliced_wasserstein"  # images: FD; 2-D points: sliced Wasserstein
     conditional = is_conditional(shipped.model)
     parameters = sum(p.numel() for p in shipped.model.parameters())
     asked = f", accuracy {quality['accuracy']:.0%} at guidance {guidance}" if conditional else ""
@@ -72,7 +77,7 @@ def publish(
         "sha256": sha256_of(path.read_bytes()),
         "description": f"{type(shipped.model).__name__} ({parameters / 1e6:.2f}M parameters) on {dataset}"
         f"{f' latents ({shipped.vae})' if shipped.vae else ''}, "
-        f"{shipped.step} steps; FD {quality['fd']:.2f} (real data: {baseline['fd']:.2f}){asked}",
+        f"{shipped.step} steps; {_SHORT[headline]} {quality[headline]:.2f} (real data: {baseline[headline]:.2f}){asked}",
         "recipe": recipe,
         "command": f"python -m minidiff train --recipe {recipe} --out runs/{recipe} --steps {shipped.step}",
         "steps": shipped.step,
@@ -83,7 +88,7 @@ def publish(
         "metric": {"samples": n_samples, "sampler": f"{sampler}-{steps}", **quality}
         | ({"guidance": guidance} if conditional else {}),
         "float32_metric": float32,
-        "baseline": {"data": f"{len(real)} real training images", **baseline},
+        "baseline": {"data": f"{len(real)} real training {'images' if real.ndim == 4 else 'points'}", **baseline},
     }
     if conditional and sweep:
         entry["by_guidance"] = {str(w): measure(shipped, w) for w in sweep}
@@ -98,7 +103,7 @@ def _quality(
     """The dataset metric of n_samples samples of ckpt (seed 0; every class in turn at `guidance` if
     conditional). With `holdout` (classes the model never saw), the accuracy is also given apart
     for the classes it trained on ("accuracy_seen") and for the held-out ones ("accuracy_heldout")."""
-    metric = ImageMetric(dataset)
+    metric = dataset_metric(dataset)
     labels = torch.arange(n_samples) % len(metric.class_names) if is_conditional(ckpt.model) else None
     images = generate(ckpt, n_samples, sampler=sampler, steps=steps, label=labels,
                       guidance=guidance if labels is not None else None)

@@ -48,3 +48,18 @@ def test_ks_to_normal():
     assert ks_to_normal(torch.randn(n, 1, generator=g) + 0.5) == pytest.approx(0.1974, abs=0.015)  # Φ(0.25) - Φ(-0.25)
     # a single value at 0: the empirical CDF jumps from 0 to 1 where Φ = 0.5
     assert ks_to_normal(torch.zeros(1, 1)) == pytest.approx(0.5)
+
+
+def test_point_metric_tells_data_from_a_shifted_copy_and_names_bad_input():
+    from minidiff.data import make_toy
+    from minidiff.metrics import PointMetric, dataset_metric
+
+    metric = dataset_metric("two_moons")
+    assert isinstance(metric, PointMetric)
+    data = make_toy("two_moons", 2000, seed=5)
+    near, shifted = metric.evaluate(data)["sliced_wasserstein"], metric.evaluate(data + 0.5)["sliced_wasserstein"]
+    assert near < 0.1 < shifted  # a shift by 0.5 along both axes moves every 1-D projection by up to 0.7
+    with pytest.raises(ValueError, match=r"points must have shape \(N, 2\)"):
+        metric.evaluate(torch.randn(10, 3))
+    with pytest.raises(ValueError, match="unknown toy dataset 'moons'"):
+        PointMetric("moons")
