@@ -29,7 +29,6 @@ from minidiff.nn.vae import VAE, reconstruction_mse
 from minidiff.pretrained import MANIFEST, VAE_MANIFEST, load_pretrained, pretrained_info, vae_info
 from minidiff.recipes import get_recipe
 
-
 _SHORT = {"fd": "FD", "sliced_wasserstein": "SW"}  # a metric's name in a one-line description
 
 
@@ -77,7 +76,8 @@ def publish(
         "sha256": sha256_of(path.read_bytes()),
         "description": f"{type(shipped.model).__name__} ({parameters / 1e6:.2f}M parameters) on {dataset}"
         f"{f' latents ({shipped.vae})' if shipped.vae else ''}, "
-        f"{shipped.step} steps; {_SHORT[headline]} {quality[headline]:.2f} (real data: {baseline[headline]:.2f}){asked}",
+        f"{shipped.step} steps; {_SHORT[headline]} {quality[headline]:.2f} "
+        f"(real data: {baseline[headline]:.2f}){asked}",
         "recipe": recipe,
         "command": f"python -m minidiff train --recipe {recipe} --out runs/{recipe} --steps {shipped.step}",
         "steps": shipped.step,
