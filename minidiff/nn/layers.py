@@ -6,9 +6,8 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
-
-from minidiff.nn.attention import CrossAttention, SelfAttention, TokenAttention
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
@@ -113,24 +112,10 @@ def print_summary(model: nn.Module, stages: list[tuple[str, nn.Module]], x: Tens
 
 
 def multiply_adds(model: nn.Module, *inputs: Tensor, **kwargs: Tensor) -> float:
-    """Multiply-adds per sample of one call model(*inputs, **kwargs): convolutions and linear layers
-    as torch's `FlopCounterMode` counts them (2 FLOPs per multiply-add), plus attention's Q·Kᵀ and
-    weights·V, 2·N²·C per self-attention layer and 2·N·L·C per cross-attention layer, which the
-    counter does not see inside torch's fused CPU attention kernel."""
-    products: list[int] = []
-
-    def count(module: nn.Module, args: tuple, kw: dict, out: Tensor) -> None:
-        h = args[0]  # TokenAttention: (B, N, C); the image blocks: (B, C, H, W)
-        n, c = (h.shape[1], h.shape[2]) if h.ndim == 3 else (h.shape[2] * h.shape[3], h.shape[1])
-        keys = (args[1] if len(args) > 1 else kw["context"]).shape[1] if isinstance(module, CrossAttention) else n
-        products.append(h.shape[0] * 2 * n * keys * c)  # for every sample of the batch
-
-    kinds = (SelfAttention, TokenAttention, CrossAttention)
-    hooks = [m.register_forward_hook(count, with_kwargs=True) for m in model.modules() if isinstance(m, kinds)]
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(*inputs, **kwargs)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return (counter.get_total_flops() / 2 + sum(products)) / len(inputs[0])
+    """Multiply-adds per sample of one call model(*inputs, **kwargs), as torch's `FlopCounterMode`
+    counts them (2 FLOPs per multiply-add): convolutions, linear layers, and attention's Q·Kᵀ and
+    weights·V (2·N·L·C for N queries, L keys of width C). Attention runs on PyTorch's plain
+    "math" kernel for the count, whose matrix products the counter sees on every device."""
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(*inputs, **kwargs)
+    return counter.get_total_flops() / 2 / len(inputs[0])
