@@ -151,12 +151,12 @@ def condition(net: nn.Module, n: int, label: Label | None = None, prompt: Prompt
     labels = _labels(label, n)
     if isinstance(net, TextUNet):
         return net.tokenizer.encode(class_captions(labels)).to(device)
+    K = net.num_classes  # a class-conditional network (`LabelConditioned`); label K is its null label
+    if bool((labels == K).any()):
+        raise ValueError(f"label {K} is the null label (no class); leave label out for unconditional samples")
+    if n and (int(labels.min()) < 0 or int(labels.max()) > K):
+        raise ValueError(f"label must be a class from 0 to {K - 1} (this {kind} has {K} classes), got {label!r:.80}")
     net.check_condition(labels, n)
-    null = net.null_condition(labels)
-    if bool((labels == null).any()):
-        raise ValueError(
-            f"label {int(null[0])} is the null label (no class); leave label out for unconditional samples"
-        )
     return labels.to(device)
 
 
