@@ -175,3 +175,10 @@ def test_a_verdict_shows_nothing_more_in_a_notebook():
     for ok in (True, False):
         assert DisplayFormatter().format(Verdict(ok)) == ({}, {})
         assert bool(Verdict(ok)) is ok
+
+
+def test_lesson_11_hints_fit_their_exercise(capsys):
+    assert not ex.check_patchify(lambda x, p: x)  # the unfinished exercise returns the image
+    assert "Tokens have shape (B, N, C·p²)" in capsys.readouterr().out
+    assert not ex.check_dit_block_params(lambda D, r: 0)
+    assert "Count every Linear of DiTBlock.__init__" in capsys.readouterr().out

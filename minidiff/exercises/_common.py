@@ -37,9 +37,12 @@ def _verdict(
     expected: Tensor,
     mistakes: dict[str, Tensor],
     broadcast_hint: str = BROADCAST_HINT,
+    shape_hint: str = " Check how you broadcast.",
+    off_hint: str = " Re-read the equation above the exercise.",
 ) -> Verdict:
     """Call the learner's fn(*args) and compare with `expected`; if wrong, name the first
-    known mistake it matches. An exception in the learner's code becomes feedback."""
+    known mistake it matches. An exception in the learner's code becomes feedback. The hints
+    end the messages for an error about sizes, a wrong shape, and values off for no known reason."""
     try:
         got = fn(*args)
     except Exception as e:  # noqa: BLE001 — any error in learner code becomes feedback
@@ -53,7 +56,7 @@ def _verdict(
         print(f"✗ {name}: expected a torch.Tensor, got {type(got).__name__}.")
         return Verdict(False)
     if got.shape != expected.shape:
-        print(f"✗ {name}: expected shape {tuple(expected.shape)}, got {tuple(got.shape)}. Check how you broadcast.")
+        print(f"✗ {name}: expected shape {tuple(expected.shape)}, got {tuple(got.shape)}.{shape_hint}")
         return Verdict(False)
     if torch.allclose(got.double(), expected.double(), rtol=1e-4, atol=1e-5):
         print(f"✓ {name}: correct.")
@@ -63,12 +66,13 @@ def _verdict(
             print(f"✗ {name}: {hint}")
             return Verdict(False)
     err = (got.double() - expected.double()).abs().max().item()
-    print(f"✗ {name}: the values are off (largest error {err:.3g}). Re-read the equation above the exercise.")
+    print(f"✗ {name}: the values are off (largest error {err:.3g}).{off_hint}")
     return Verdict(False)
 
 
 def _verdict_on_cases(
-    name: str, fn: Callable, cases: Sequence[tuple], reference: Callable, mistakes: dict[str, Callable]
+    name: str, fn: Callable, cases: Sequence[tuple], reference: Callable, mistakes: dict[str, Callable],
+    off_hint: str = " Re-read the equation above the exercise.",
 ) -> Verdict:
     """`_verdict` for a function that returns a number: fn(*case) for every case, as one
     tensor, against reference(*case) and against each known mistake's answers."""
@@ -79,7 +83,7 @@ def _verdict_on_cases(
         return None if any(v is None for v in values) else torch.tensor([float(v) for v in values])
 
     wrong = {hint: answers(f) for hint, f in mistakes.items()}
-    return _verdict(name, lambda: answers(fn), (), answers(reference), wrong)
+    return _verdict(name, lambda: answers(fn), (), answers(reference), wrong, off_hint=off_hint)
 
 
 def _test_batch(seed: int = 0) -> tuple[NoiseSchedule, Tensor, Tensor, Tensor]:

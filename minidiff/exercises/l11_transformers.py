@@ -27,7 +27,8 @@ def check_patchify(fn: Callable[[Tensor, int], Tensor]) -> Verdict:
         "channel, (C, p, p) flattened.":
             x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 3, 5, 1).reshape(B, -1, C * p * p),
     }
-    return _verdict("patchify", fn, (x, p), patchify(x, p), mistakes)
+    shape = " Tokens have shape (B, N, C·p²): reshape to (B, C, H/p, p, W/p, p), permute, reshape."
+    return _verdict("patchify", fn, (x, p), patchify(x, p), mistakes, shape_hint=shape)
 
 
 @uses(patchify)
@@ -56,7 +57,8 @@ def check_dit_block_params(fn: Callable[[int, int], int]) -> Verdict:
         ),
         "the MLP has two layers, D → r·D and r·D → D.": lambda D, r: count(D, r) - r * D * D - D,
     }
-    return _verdict_on_cases("dit_block_params", fn, cases, count, mistakes)
+    off = " Count every Linear of DiTBlock.__init__ (a·b weights and b biases each) and nothing else."
+    return _verdict_on_cases("dit_block_params", fn, cases, count, mistakes, off_hint=off)
 
 
 def solution_dit_block_params(D: int, r: int) -> int:
