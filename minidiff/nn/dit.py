@@ -29,13 +29,14 @@ Notation: B batch, C image channels, p patch size, N = (H/p)·(W/p) tokens, D wi
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minidiff._checks import check_fields, check_finite, check_model_timesteps
+from minidiff._checks import check_fields
 from minidiff.nn.attention import TokenAttention, zero_init
 from minidiff.nn.layers import LabelConditioned, TimeEmbedding, print_summary, timestep_embedding
 
@@ -92,10 +93,12 @@ def unpatchify(tokens: Tensor, p: int, H: int, W: int) -> Tensor:
     return x.permute(0, 3, 1, 4, 2, 5).reshape(B, C, H, W)
 
 
+@functools.lru_cache(maxsize=8)
 def position_embedding_2d(rows: int, cols: int, dim: int) -> Tensor:
     """Fixed sine-cosine embedding of a rows×cols grid, (rows·cols, dim), in `patchify`'s order:
     the first dim/2 entries embed the token's row, the last dim/2 its column, each with the
-    sinusoids of `timestep_embedding` (as DiT and MAE do; dim divisible by 4)."""
+    sinusoids of `timestep_embedding` (as DiT and MAE do; dim divisible by 4). Computed once per
+    grid and kept (it has no parameters): do not modify the tensor it returns."""
     r, c = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")  # (rows, cols) each
     return torch.cat([timestep_embedding(r.flatten(), dim // 2), timestep_embedding(c.flatten(), dim // 2)], dim=1)
 
@@ -159,8 +162,8 @@ class DiT(LabelConditioned, nn.Module):
         self.final = FinalLayer(D, c.out_channels * p * p)
 
     def forward(self, x_t: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        self._check_inputs(x_t, t, y)
         c = self.config
+        self.check_image_inputs(x_t, t, y, c.in_channels)  # (`patchify` checks that p divides H and W)
         p, (H, W) = c.patch_size, x_t.shape[2:]
         amp = torch.autocast(x_t.device.type, dtype=torch.bfloat16) if c.bf16 else contextlib.nullcontext()
         with amp:
@@ -171,19 +174,9 @@ class DiT(LabelConditioned, nn.Module):
                 h = block(h, cond)  # (B, N, D)
             return unpatchify(self.final(h, cond), p, H, W).to(x_t.dtype)  # (B, C_out, H, W)
 
-    def _check_inputs(self, x_t: Tensor, t: Tensor, y: Tensor | None) -> None:
-        c = self.config
-        check_finite("x_t", x_t)
-        if x_t.ndim != 4 or x_t.shape[1] != c.in_channels:  # (`patchify` checks that p divides H and W)
-            raise ValueError(f"x_t must have shape (B, {c.in_channels}, H, W), got {tuple(x_t.shape)}")
-        check_model_timesteps(t, x_t.shape[0])
-        if y is not None:
-            self.check_condition(y, x_t.shape[0])
-
     def summary(self, input_shape: tuple[int, int, int]) -> None:
         """Print each stage's name, output shape and parameter count for one input of shape
         (C, H, W), then the total number of parameters."""
         kinds = (TimeEmbedding, nn.Embedding, DiTBlock, FinalLayer)
         stages = [(n, m) for n, m in self.named_modules() if n == "embed" or isinstance(m, kinds)]
-        p = next(self.parameters())
-        print_summary(self, stages, torch.zeros(1, *input_shape, device=p.device, dtype=p.dtype))
+        print_summary(self, stages, input_shape)

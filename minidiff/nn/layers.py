@@ -9,6 +9,8 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from minidiff._checks import check_finite, check_model_timesteps
+
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
     """Sinusoidal embedding of (possibly fractional) timesteps, as in the Transformer
@@ -77,6 +79,16 @@ class LabelConditioned:
                 f"labels y must lie in [0, {K}] ({K} = null label), got values from {int(y.min())} to {int(y.max())}"
             )
 
+    def check_image_inputs(self, x_t: Tensor, t: Tensor, y: Tensor | None, in_channels: int) -> None:
+        """Raise ValueError unless x_t is a finite (B, in_channels, H, W) batch, t its B timesteps
+        and y (if given) its B labels: what every image denoiser checks first."""
+        check_finite("x_t", x_t)
+        if x_t.ndim != 4 or x_t.shape[1] != in_channels:
+            raise ValueError(f"x_t must have shape (B, {in_channels}, H, W), got {tuple(x_t.shape)}")
+        check_model_timesteps(t, x_t.shape[0])
+        if y is not None:
+            self.check_condition(y, x_t.shape[0])
+
     def null_condition(self, y: Tensor) -> Tensor:
         """The null label ∅ (= num_classes) for every entry of y: "no label"."""
         return torch.full_like(y, self.num_classes)
@@ -90,9 +102,11 @@ class LabelConditioned:
         return emb + self.label_embedding(y)
 
 
-def print_summary(model: nn.Module, stages: list[tuple[str, nn.Module]], x: Tensor) -> None:
-    """Run model(x, t = 0) once and print each stage's name, output shape and parameter count,
-    then the total number of parameters of the model."""
+def print_summary(model: nn.Module, stages: list[tuple[str, nn.Module]], input_shape: tuple[int, ...]) -> None:
+    """Run the model once on zeros of shape (1, *input_shape), t = 0, and print each stage's name,
+    output shape and parameter count, then the total number of parameters of the model."""
+    p = next(model.parameters())
+    x = torch.zeros(1, *input_shape, device=p.device, dtype=p.dtype)
     shapes: dict[str, tuple[int, ...]] = {}
 
     def recorder(name: str):
@@ -101,7 +115,7 @@ def print_summary(model: nn.Module, stages: list[tuple[str, nn.Module]], x: Tens
     handles = [m.register_forward_hook(recorder(n)) for n, m in stages]
     try:
         with torch.no_grad():
-            model(x, torch.zeros(len(x), device=x.device))
+            model(x, torch.zeros(1, device=x.device))
     finally:
         for h in handles:
             h.remove()

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minidiff._checks import check_fields, check_finite, check_model_timesteps
+from minidiff._checks import check_fields, check_finite
 from minidiff.nn.attention import CrossAttention, SelfAttention, zero_init
 from minidiff.nn.layers import LabelConditioned, TimeEmbedding, print_summary
 
@@ -237,19 +237,13 @@ class UNet(LabelConditioned, nn.Module):
         self, x_t: Tensor, t: Tensor, y: Tensor | None, context: Tensor | None, context_mask: Tensor | None
     ) -> None:
         c = self.config
-        check_finite("x_t", x_t)
-        if x_t.ndim != 4 or x_t.shape[1] != c.in_channels:
-            raise ValueError(f"x_t must have shape (B, {c.in_channels}, H, W), got {tuple(x_t.shape)}")
+        self.check_image_inputs(x_t, t, y, c.in_channels)
         factor = 2 ** (len(c.channel_mults) - 1)
         if x_t.shape[2] % factor or x_t.shape[3] % factor:
             raise ValueError(
                 f"x_t's height and width must be divisible by {factor} (the U-Net halves them "
                 f"{len(c.channel_mults) - 1} times), got {x_t.shape[2]}×{x_t.shape[3]}"
             )
-        B = x_t.shape[0]
-        check_model_timesteps(t, B)
-        if y is not None:
-            self.check_condition(y, B)
         if context is None and context_mask is not None:
             raise ValueError("context_mask given without context")
         if context is not None:
@@ -262,5 +256,4 @@ class UNet(LabelConditioned, nn.Module):
         (C, H, W), then the total number of parameters."""
         kinds = (TimeEmbedding, nn.Embedding, Block, Downsample, Upsample)
         stages = [(n, m) for n, m in self.named_modules() if n in ("inp", "out") or isinstance(m, kinds)]
-        p = next(self.parameters())
-        print_summary(self, stages, torch.zeros(1, *input_shape, device=p.device, dtype=p.dtype))
+        print_summary(self, stages, input_shape)
