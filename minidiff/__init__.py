@@ -19,12 +19,14 @@ from minidiff.pretrained import list_pretrained, list_vaes, load_pretrained, loa
 from minidiff.recipes import RECIPES, Recipe, train_recipe
 from minidiff.samplers import (
     SAMPLERS,
+    consistency,
     ddim,
     ddim_invert,
     ddim_step,
     ddpm,
     denoise,
     dpmpp_2m,
+    dpmpp_2m_sde,
     euler,
     euler_ancestral,
     heun,
@@ -32,6 +34,7 @@ from minidiff.samplers import (
     noise_levels,
     sample,
     timesteps,
+    unipc,
 )
 from minidiff.schedules import NoiseSchedule
 from minidiff.train import TrainConfig, TrainResult
@@ -60,6 +63,7 @@ __all__ = [
     "as_eps_model",
     "budget",
     "claim",
+    "consistency",
     "ddim",
     "ddim_invert",
     "ddim_step",
@@ -68,6 +72,7 @@ __all__ = [
     "default_device",
     "diffusion_loss",
     "dpmpp_2m",
+    "dpmpp_2m_sde",
     "eight_gaussians",
     "euler",
     "euler_ancestral",
@@ -92,5 +97,6 @@ __all__ = [
     "timesteps",
     "train_recipe",
     "training_target",
+    "unipc",
     "x0_from_eps",
 ]

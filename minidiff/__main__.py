@@ -120,7 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     sampler.add_argument(
         "--guidance",
         type=float,
-        help=f"guidance scale w with --label or --prompt (default: {DEFAULT_GUIDANCE:g}; 1 = none)",
+        help=f"guidance scale w with --label or --prompt (default: {DEFAULT_GUIDANCE:g}, or 1 for a consistency "
+        "model, whose guidance is distilled in; 1 = none)",
     )
     sampler.add_argument("--device", type=_device, help="cpu, cuda, mps… (default: a GPU if there is one)")
     sampler.set_defaults(run=_sample)

@@ -9,7 +9,8 @@ also holds the state needed to go on training it:
     metadata  one JSON document in the safetensors header:
               model          the model's class and config (it is rebuilt without pickle)
               denoiser       for a diffusion model: the schedule's name and T, and the
-                             prediction type ("eps", "x0" or "v"); for a flow-matching model
+                             prediction type ("eps", "x0", "v", or "consistency" for a distilled
+                             consistency model, `minidiff.forward.consistency_function`); for a flow-matching model
                              "flow" (the straight path's velocity, `minidiff.flow`) and the
                              schedule the diffusion samplers drive it on; null for a VAE or a classifier
               sample_shape   the shape of one sample (C, H, W) or (D,) it works on
@@ -41,7 +42,7 @@ from torch import Tensor, nn
 from minidiff._checks import check_choice
 from minidiff.files import write_atomic
 from minidiff.flow import VelocityModel, as_velocity_model, eps_model_from_velocity, velocity_model_from_eps
-from minidiff.forward import PREDICTIONS, Denoiser, as_eps_model
+from minidiff.forward import OUTPUTS, Denoiser, as_eps_model
 from minidiff.nn import DiT, DiTConfig, MLPConfig, MLPDenoiser, UNet, UNetConfig
 from minidiff.nn.classifier import Classifier, ClassifierConfig
 from minidiff.nn.text import TextUNet, TextUNetConfig
@@ -50,7 +51,7 @@ from minidiff.schedules import NoiseSchedule
 
 FORMAT = "minidiff-checkpoint"
 VERSION = 2
-DENOISER_PREDICTIONS = (*PREDICTIONS, "flow")  # "flow": a velocity on the straight path (minidiff.flow)
+DENOISER_PREDICTIONS = (*OUTPUTS, "flow")  # "flow": a velocity on the straight path (minidiff.flow)
 
 # The model classes a checkpoint can rebuild: class name → (class, its config dataclass).
 MODELS: dict[str, tuple[type[nn.Module], type]] = {
@@ -74,7 +75,7 @@ class Checkpoint:
     model:        the rebuilt model with its weights, in eval mode
     schedule:     the noise schedule a denoiser was trained with (None for a VAE, a classifier);
                   for a flow model, the one the diffusion samplers drive it on
-    prediction:   what a denoiser predicts: "eps", "x0", "v" or "flow" (samplers want `eps_model`,
+    prediction:   what a denoiser predicts: "eps", "x0", "v", "consistency" or "flow" (samplers want `eps_model`,
                   flow solvers `velocity_model`)
     sample_shape: the shape of one sample, (C, H, W) for images or (D,) for points
     step:         the training step it was saved at
@@ -148,7 +149,7 @@ def save_checkpoint(
         model:        a model of a class in MODELS (it must have a `.config` dataclass)
         schedule:     for a denoiser, the noise schedule it is trained with; None for other models
         sample_shape: the shape of one sample, (C, H, W) or (D,); required with a schedule
-        prediction:   what a denoiser predicts: "eps", "x0", "v" or "flow"
+        prediction:   what a denoiser predicts: "eps", "x0", "v", "consistency" or "flow"
         step:         the training step
         meta:         JSON-serialisable metadata to keep alongside
         extra:        more tensors to store (names must not start with "model." or "schedule.")

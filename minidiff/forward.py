@@ -26,7 +26,8 @@ from minidiff._checks import check_choice, check_finite
 from minidiff.objective import Objective
 from minidiff.schedules import NoiseSchedule
 
-PREDICTIONS = ("eps", "x0", "v")
+PREDICTIONS = ("eps", "x0", "v")  # what a network can be trained to predict (`training_target`)
+OUTPUTS = (*PREDICTIONS, "consistency")  # what `as_eps_model` turns into ε
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]  # model(x_t, t) -> prediction, same shape as x_t
 
@@ -78,12 +79,16 @@ def training_target(prediction: str, x0: Tensor, eps: Tensor, alpha_bar: Tensor)
 def as_eps_model(model: Denoiser, schedule: NoiseSchedule, prediction: str = "eps") -> Denoiser:
     """Wrap a network that predicts `prediction` so that it predicts ε instead.
 
+    `prediction` is "eps", "x0", "v", or "consistency": a v-network inside the consistency
+    function f_θ of `consistency_function`, whose ε is the one that makes x̂0 = f_θ.
     Works with integer or fractional timesteps t of shape (B,). Keyword arguments (a
     condition such as `y=labels`) are passed through to the network.
     """
-    check_choice("prediction", prediction, PREDICTIONS)
+    check_choice("prediction", prediction, OUTPUTS)
     if prediction == "eps":
         return model
+    if prediction == "consistency":
+        return as_eps_model(consistency_function(model, schedule), schedule, "x0")
 
     def eps_model(x_t: Tensor, t: Tensor, **condition: Tensor) -> Tensor:
         alpha_bar = schedule.alpha_bar_at(t).to(x_t).reshape(-1, *([1] * (x_t.ndim - 1)))
@@ -91,6 +96,46 @@ def as_eps_model(model: Denoiser, schedule: NoiseSchedule, prediction: str = "ep
         return eps_from_x0(x_t, out, alpha_bar) if prediction == "x0" else eps_from_v(x_t, out, alpha_bar)
 
     return eps_model
+
+
+# ----- the consistency function (Song et al. 2023) -------------------------------------------------
+SIGMA_DATA = 0.5  # σ_data, the data's standard deviation assumed by c_skip and c_out (Karras et al. 2022)
+CM_TIME_SCALE = 10.0  # s: c_skip and c_out are taken at u = s·t, t the timestep, as Latent Consistency Models do
+
+
+def consistency_coefficients(t: Tensor) -> tuple[Tensor, Tensor]:
+    """c_skip and c_out of a consistency model at timesteps t (Song et al. 2023, arXiv:2303.01469,
+    Appendix C), in the form Luo et al. 2023 (arXiv:2310.04378) use for a network read as x̂0:
+
+        c_skip = σ_d² / (u² + σ_d²),    c_out = u / √(u² + σ_d²),    u = s·t
+
+    with σ_d = SIGMA_DATA and s = CM_TIME_SCALE. At the boundary t = 0, c_skip = 1 and c_out = 0
+    exactly, so f(x̃, 0) = x̃ whatever the network. Already at t = 1, c_out > 0.998: the hand-over
+    from x̃ to the network happens between the boundary and the first timestep, so f is the
+    network's x̂0 wherever the model is trained or sampled. (Song et al. take u = σ - σ_min; on
+    this course's schedules that spreads the hand-over over t < ~200, where c_skip + c_out rises
+    to about 1.2: an over-bright f near the boundary, which distillation would copy upwards.)"""
+    u = CM_TIME_SCALE * t
+    return SIGMA_DATA**2 / (u**2 + SIGMA_DATA**2), u / (u**2 + SIGMA_DATA**2).sqrt()
+
+
+def consistency_function(model: Denoiser, schedule: NoiseSchedule) -> Denoiser:
+    """The consistency function f_θ(x_t, t) of a v-predicting network: a clean-data estimate,
+
+        f_θ = c_skip(t)·x̃ + c_out(t)·x̂0(v̂),    x̃ = x_t/√ᾱ_t,  x̂0 = √ᾱ·x_t - √(1-ᾱ)·v̂
+
+    (`consistency_coefficients`; t = 0, the schedule's first timestep, is the boundary). A
+    student initialised from a v-teacher starts as f_θ = the teacher's x̂0. Keyword arguments
+    (a condition) go to the network."""
+
+    def f(x_t: Tensor, t: Tensor, **condition: Tensor) -> Tensor:
+        shape = (-1, *([1] * (x_t.ndim - 1)))
+        c_skip, c_out = (c.to(x_t).reshape(shape) for c in consistency_coefficients(t.to(torch.float64)))
+        alpha_bar = schedule.alpha_bar_at(t).to(x_t).reshape(shape)  # (B, 1, …)
+        x0_hat = alpha_bar.sqrt() * x_t - (1 - alpha_bar).sqrt() * model(x_t, t, **condition)  # from v
+        return c_skip * x_t / alpha_bar.sqrt() + c_out * x0_hat
+
+    return f
 
 
 WEIGHTINGS = ("uniform", "min_snr")  # how the loss weighs the timesteps (see `loss_weight`)

@@ -75,8 +75,8 @@ def generate(
         label:      for a class-conditional model (or a text model, as the class's caption):
                     one class for all samples, or one per sample (n,)
         prompt:     for a text-conditional model: one caption, or one per sample
-        guidance:   classifier-free guidance scale w (default DEFAULT_GUIDANCE with a label or
-                    prompt; 1 = the conditional model unguided); needs a label or a prompt
+        guidance:   classifier-free guidance scale w (default `default_guidance`: DEFAULT_GUIDANCE, or 1
+                    for a consistency model; 1 = the conditional model unguided); needs a label or a prompt
         negative:   what to guide away from instead of the null condition: a label or a prompt
         seed:       seeds x_T and the sampler's own noise
         device:     where to sample (default: the model's device)
@@ -101,7 +101,7 @@ def generate(
     y_neg = None
     if y is not None:
         y_neg = net.null_condition(y) if negative is None else _negative(net, n, negative)
-    w = DEFAULT_GUIDANCE if guidance is None else guidance
+    w = default_guidance(ckpt) if guidance is None else guidance
     g = torch.Generator(device).manual_seed(seed)
     x_T = torch.randn((n, *ckpt.sample_shape), generator=g, device=device)  # (n, …)
     batches = []
@@ -121,6 +121,12 @@ def generate(
         x0 = decode(_vae(ckpt.vae, device), x0)
     is_image = x0.ndim == 4 and x0.shape[1] in (1, 3)  # (latents without a VAE, points: as sampled)
     return x0.clamp(-1, 1) if is_image else x0
+
+
+def default_guidance(ckpt: Checkpoint) -> float:
+    """The guidance scale `generate` uses when none is given: DEFAULT_GUIDANCE, or 1 (none) for a
+    consistency model, which was distilled from its teacher's guided ODE (`minidiff.distill`)."""
+    return 1.0 if ckpt.prediction == "consistency" else DEFAULT_GUIDANCE
 
 
 @functools.lru_cache(maxsize=4)

@@ -40,7 +40,7 @@ def classifier_free_guidance(
         y:        the condition of each sample, (B,) labels or (B, L) token ids
         y_uncond: what to guide away from, same shape as y: the null condition
                   (`net.null_condition(y)`) or a negative prompt
-        w:        guidance scale; 1 = no guidance, 0 = unconditional
+        w:        guidance scale; 1 = no guidance (one model call: ε(y) alone), 0 = unconditional
         batched:  run both predictions in one forward pass of 2B samples (faster); False
                   runs two passes of B (less memory). Both give the same ε̂.
     """
@@ -52,6 +52,8 @@ def classifier_free_guidance(
     def guided(x_t: Tensor, t: Tensor) -> Tensor:
         if len(y) != len(x_t):
             raise ValueError(f"y holds {len(y)} conditions, but x_t has a batch of {len(x_t)}")
+        if w == 1:  # ε(∅) + 1·(ε(y) − ε(∅)) = ε(y): one call, not two (torch.lerp gives ε(y) bit for bit at 1)
+            return model(x_t, t, y=y)
         if batched:
             both = model(torch.cat([x_t, x_t]), torch.cat([t, t]), y=torch.cat([y_uncond, y]))  # (2B, …)
             eps_uncond, eps_cond = both.chunk(2)

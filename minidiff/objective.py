@@ -41,6 +41,17 @@ class Objective:
         """What `save_checkpoint` records besides the weights (a denoiser's noise schedule, …)."""
         return {}
 
+    def after_step(self, model: nn.Module) -> None:
+        """Called after every optimizer step with the updated model (e.g. to move a target network)."""
+
+    def state(self) -> dict[str, Tensor]:
+        """Tensors the objective changes as training goes (a target network's weights): saved in the
+        run's checkpoint and handed back to `load_state` on resume, so a resumed run is the same run."""
+        return {}
+
+    def load_state(self, state: dict[str, Tensor]) -> None:
+        """Restore what `state` returned."""
+
     def finish(self, ema: nn.Module, data: tuple[Tensor, ...]) -> dict[str, Any]:
         """Called once when the run ends, before the final model is written; returns metadata
         to record with it (e.g. the VAE's scale factor, set here from the data)."""

@@ -24,7 +24,8 @@ Notation (one picture, two coordinates):
 
 Which noise levels are visited is the `spacing`: "linspace", "leading" or "trailing"
 pick integer timesteps (see `timesteps`), "karras" picks σ's evenly spaced in σ^(1/7)
-(`karras_sigmas`). Every sampler ends with a step to σ = 0, so it returns clean data.
+(`karras_sigmas`), "logsnr" evenly spaced in log σ (in log-SNR). Every sampler ends with a
+step to σ = 0, so it returns clean data.
 
 Every sampler is `sampler(model, x, schedule, sigmas, *, generator=None, callback=None, …)`
 and can report each step to a `callback(Step)`; `minidiff.trajectory.Trajectory` is a
@@ -49,7 +50,7 @@ from minidiff.schedules import NoiseSchedule
 from minidiff.trajectory import Callback, Step
 
 SPACINGS = ("linspace", "leading", "trailing")  # integer timesteps, see `timesteps`
-SIGMA_SPACINGS = (*SPACINGS, "karras")  # what every sampler's `spacing` accepts
+SIGMA_SPACINGS = (*SPACINGS, "karras", "logsnr")  # what every sampler's `spacing` accepts
 
 
 # ----- which noise levels to visit ----------------------------------------------------------
@@ -104,12 +105,19 @@ def noise_levels(schedule: NoiseSchedule, steps: int, spacing: str = "trailing")
 
     "linspace", "leading" and "trailing" take the σ of the integer timesteps `timesteps`
     picks; "karras" spaces them evenly in σ^(1/7) between the schedule's σ_max and σ_min
-    (`karras_sigmas`).
+    (`karras_sigmas`); "logsnr" spaces them evenly in log σ between the same two, i.e. evenly
+    in λ = -log σ, half the log-SNR log(ᾱ/(1-ᾱ)) = -2·log σ: the steps h of the λ-space solvers
+    (`dpmpp_2m`, `unipc`) are then all equal (DPM-Solver's "logSNR" steps, Lu et al. 2022,
+    arXiv:2206.00927).
     """
     check_choice("spacing", spacing, SIGMA_SPACINGS)
     _check_steps(steps, schedule.T)
+    sigma_min, sigma_max = schedule.sigmas[0].item(), schedule.sigmas[-1].item()
     if spacing == "karras":
-        return karras_sigmas(schedule.sigmas[0].item(), schedule.sigmas[-1].item(), steps).tolist()
+        return karras_sigmas(sigma_min, sigma_max, steps).tolist()
+    if spacing == "logsnr":
+        log_sigmas = torch.linspace(math.log(sigma_max), math.log(sigma_min), steps, dtype=torch.float64)
+        return log_sigmas.exp().tolist() + [0.0]
     return schedule.sigmas[timesteps(schedule.T, steps, spacing)].tolist() + [0.0]
 
 
@@ -462,6 +470,194 @@ def dpmpp_2m(
     return x
 
 
+@torch.no_grad()
+def dpmpp_2m_sde(
+    model: Denoiser,
+    x_T: Tensor,
+    schedule: NoiseSchedule,
+    sigmas: Sequence[float],
+    *,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    eta: float = 1.0,
+) -> Tensor:
+    """DPM-Solver++(2M) SDE: the exponential integrator of DPM-Solver++ (Lu et al. 2022,
+    arXiv:2211.01095) applied to the reverse SDE instead of the ODE, with the "midpoint"
+    second-order term that k-diffusion and diffusers use.
+
+    In λ = -log σ and x̃ = x_t/√ᾱ (α = 1), the reverse-time processes that keep the data's
+    marginals are, for η ∈ [0, 1] (η = 0: the probability-flow ODE, η = 1: the reverse SDE),
+
+        dx̃ = -(1 + η)·(x̃ - D(x̃; σ))·dλ + √(2η)·σ·dw̄
+
+    (the ODE's drift -(x̃ - D) plus η times Langevin dynamics, whose drift is η·σ²·∇log p = η·(D - x̃)).
+    Solving its linear part exactly over a step h = λ_next - λ, with D a constant plus
+    a linear extrapolation in λ from the previous prediction, gives
+
+        x̃_next = (σ_next/σ)·e^{-ηh}·x̃ + (1 - e^{-(1+η)h})·D_i                      (first order)
+                 + ½·(1 - e^{-(1+η)h})·(D_i - D_{i-1})/r,   r = h_{i-1}/h           (second order)
+                 + σ_next·√(1 - e^{-2ηh})·z,   z ~ N(0, I)                          (the noise's exact variance)
+
+    The exact weight of the slope term is (1 - (1 - e^{-(1+η)h})/((1+η)h))/r; "midpoint"
+    replaces it by ½·(1 - e^{-(1+η)h})/r, equal up to O(h²), so still second order. With η = 0
+    this is `dpmpp_2m` step for step; with η = 1 the first-order step is DDPM's posterior step
+    (`euler_ancestral`). The first step has no previous prediction, and the last one (to
+    σ = 0, λ = ∞) returns D(x̃; σ_min): both first order, as in `dpmpp_2m`.
+
+    Args: as `ddpm`, plus
+        eta: η, the share of Langevin noise, in [0, 1] (0: deterministic, the samples of `dpmpp_2m`)
+    """
+    check_finite("x_T", x_T)
+    _check_eta(eta)
+    sigmas = check_sigmas(sigmas)
+    x = _start(x_T, sigmas)
+    x0_prev, h_prev = None, 0.0
+    for i, (sigma, sigma_next) in enumerate(pairwise(sigmas)):
+        x0_hat = denoise(model, x, schedule, sigma)
+        h = math.log(sigma / sigma_next) if sigma_next > 0 else math.inf  # h_i = λ_{t_i} - λ_{t_{i-1}}
+        decay = math.exp(-(1 + eta) * h)  # e^{-(1+η)h} = (σ_next/σ)·e^{-ηh}; 0 on the last step
+        weight = -math.expm1(-(1 + eta) * h)  # 1 - e^{-(1+η)h}
+        x_next = decay * x + weight * x0_hat  # first order
+        if x0_prev is not None and sigma_next > 0:
+            r = h_prev / h  # r_i = h_{i-1}/h_i
+            x_next = x_next + weight / (2 * r) * (x0_hat - x0_prev)  # 2nd-order "midpoint" term
+        if eta and sigma_next > 0:
+            x_next = x_next + sigma_next * (-math.expm1(-2 * eta * h)) ** 0.5 * _noise(x, generator)  # fresh noise
+        _report(callback, i, schedule, (sigma, sigma_next), x, x0_hat, x_next)
+        x, x0_prev, h_prev = x_next, x0_hat, h
+    return x
+
+
+def _unipc_coefficients(r: list[float], h: float) -> list[float]:
+    """UniPC's a_1 … a_p for the ratios r_1 … r_p over a step h in λ: the solution of
+    R_p·a = g_p/B (Zhao et al. 2023, Theorem 3.1), in the data-prediction form (h → -h):
+
+        R_p[k][m] = r_m^k,   g_p[k] = (k+1)!·(-h)·φ_{k+2}(-h),   k = 0 … p-1
+        φ_1(z) = (e^z - 1)/z,   φ_{k+1}(z) = (φ_k(z) - 1/k!)/z,   B(z) = e^z - 1 ("bh2")
+
+    With one unknown (UniP-2, UniC-1), a_1 = ½, as both reference implementations take it:
+    the solve gives ½ + O(h), which is within those steps' order, and with ½ UniP-2 is
+    DPM-Solver++(2M) exactly.
+    """
+    if len(r) < 2:
+        return [0.5] * len(r)  # no unknown (first order), or one: ½
+    z = -h
+    phi = math.expm1(z) / z  # φ_1(z)
+    g = []
+    for k in range(1, len(r) + 1):
+        phi = (phi - 1 / math.factorial(k)) / z  # φ_{k+1}(z)
+        g.append(math.factorial(k) * z * phi / math.expm1(z))  # k!·z·φ_{k+1}(z)/B(z)
+    R = torch.tensor([[r_m**k for r_m in r] for k in range(len(r))], dtype=torch.float64)
+    return torch.linalg.solve(R, torch.tensor(g, dtype=torch.float64)).tolist()
+
+
+def _unipc_update(
+    x: Tensor, lambdas: list[float], x0_hats: list[Tensor], lambda_next: float, x0_next: Tensor | None = None
+) -> Tensor:
+    """One UniPC update from x̃ at λ_s = lambdas[-1] to λ_next, with D_0 = x0_hats[-1]:
+
+        x̃_next = e^{-h}·x̃ - (e^{-h} - 1)·D_0 - B(-h)·Σ_m a_m·(D_m - D_0)/r_m,   r_m = (λ_m - λ_s)/h
+
+    (Zhao et al. 2023, UniC-p with σ and α swapped and h → -h for data prediction; α = 1 in x̃).
+    The D_m are the earlier predictions x0_hats[:-1] at lambdas[:-1] (UniP-p, Corollary 3.2)
+    and, given x0_next, D(x̃; σ_next) at the predicted x̃_next, with r = 1 (UniC-p, Theorem 3.1).
+    """
+    h = lambda_next - lambdas[-1]
+    points = list(zip(lambdas[:-1], x0_hats[:-1], strict=True))
+    if x0_next is not None:
+        points.append((lambda_next, x0_next))
+    r = [(lambda_m - lambdas[-1]) / h for lambda_m, _ in points]
+    x_next = math.exp(-h) * x - math.expm1(-h) * x0_hats[-1]  # DPM-Solver++'s first-order step
+    for a_m, r_m, (_, x0_m) in zip(_unipc_coefficients(r, h), r, points, strict=True):
+        x_next = x_next - math.expm1(-h) * a_m * (x0_m - x0_hats[-1]) / r_m  # B(-h) = e^{-h} - 1
+    return x_next
+
+
+@torch.no_grad()
+def unipc(
+    model: Denoiser,
+    x_T: Tensor,
+    schedule: NoiseSchedule,
+    sigmas: Sequence[float],
+    *,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    order: int = 2,
+) -> Tensor:
+    """UniPC-p: Zhao et al. 2023 (arXiv:2302.04867), the multistep unified predictor UniP-p
+    followed by the unified corrector UniC-p, in the data-prediction form with B(h) = e^h - 1
+    ("bh2", diffusers' default; `_unipc_coefficients`, `_unipc_update`).
+
+    Like `dpmpp_2m`, it integrates the probability-flow ODE exactly for a denoiser that is a
+    polynomial in λ = -log σ; α = 1 and σ is our σ in x̃ = x_t/√ᾱ. Each step:
+      1. D_i = D(x̃_i; σ_i) at the predicted x̃_i: the step's only model call;
+      2. UniC-p: redo the previous update with D_i as one more point, giving a corrected x̃_i
+         (no extra call: D_i is not re-evaluated there);
+      3. UniP-p: extrapolate D from the last p predictions to step from the corrected x̃_i to σ_{i+1}.
+    UniP-p is of order p; with UniC-p the solver's order of accuracy is p + 1 (Theorem 3.1,
+    Corollary 3.2). With bh2, UniP-2 is DPM-Solver++(2M): `dpmpp_2m` is this sampler without
+    step 2. p is lowered where fewer predictions exist (the first steps: warm-up) and on the
+    last steps, p ≤ the steps left, at any number of steps, as the reference implementation and
+    diffusers' UniPC do: the last step, to σ = 0 (λ = ∞), is first order and returns
+    D(x̃; σ_min) from the uncorrected x̃ (the corrected one is multiplied by e^{-∞} = 0), and
+    no corrector follows it.
+    The callback sees the states the model was called on (before UniC) and the last one, x0.
+    Deterministic; `generator` is accepted for a common signature and not used.
+
+    Args: as `ddpm`, plus
+        order: p, 2 or 3 (its order of accuracy is p + 1; 3 is suggested for unguided sampling)
+    """
+    check_finite("x_T", x_T)
+    if not isinstance(order, int) or order not in (2, 3):
+        raise ValueError(f"order must be 2 or 3 (UniPC-2 or UniPC-3), got {order!r}")
+    sigmas = check_sigmas(sigmas)
+    x = _start(x_T, sigmas)
+    lambdas, x0_hats = [], []  # λ = -log σ of the levels visited so far and D(x̃; σ) there, newest last
+    x_prev, p = None, 0  # the previous step's corrected state and order
+    for i, (sigma, sigma_next) in enumerate(pairwise(sigmas)):
+        x0_hat = denoise(model, x, schedule, sigma)  # 1. the step's one model call
+        lambda_i = -math.log(sigma)
+        x_c = x if i == 0 else _unipc_update(x_prev, lambdas[-p:], x0_hats[-p:], lambda_i, x0_hat)  # 2. UniC-p
+        lambdas.append(lambda_i)
+        x0_hats.append(x0_hat)
+        p = min(order, i + 1, len(sigmas) - 1 - i)  # warm-up, and lower order on the last steps
+        lambda_next = -math.log(sigma_next) if sigma_next > 0 else math.inf
+        x_next = _unipc_update(x_c, lambdas[-p:], x0_hats[-p:], lambda_next)  # 3. UniP-p
+        _report(callback, i, schedule, (sigma, sigma_next), x, x0_hat, x_next)
+        x, x_prev = x_next, x_c
+    return x
+
+
+@torch.no_grad()
+def consistency(
+    model: Denoiser,
+    x_T: Tensor,
+    schedule: NoiseSchedule,
+    sigmas: Sequence[float],
+    *,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """Multistep consistency sampling: Song et al. 2023 (arXiv:2303.01469), Algorithm 1.
+
+    A consistency model's denoiser is the end of the ODE trajectory through x̃ itself, so one
+    call jumps to clean data. With more levels, each step jumps to x̂0 = D(x̃; σ), then noises
+    it afresh to the next level, x̃_next = x̂0 + σ_next·z, z ~ N(0, I), and jumps again: every
+    step can correct what the last jump got wrong. With one level ([σ_0, 0]) it is one call.
+    Works on any denoiser (for a diffusion model x̂0 is the blurry posterior mean, not a sample:
+    this sampler is for models distilled by `minidiff.distill`). Args as `ddpm`.
+    """
+    check_finite("x_T", x_T)
+    sigmas = check_sigmas(sigmas)
+    x = _start(x_T, sigmas)
+    for i, (sigma, sigma_next) in enumerate(pairwise(sigmas)):
+        x0_hat = denoise(model, x, schedule, sigma)  # Algorithm 1, line 1 (and 5): the jump to x̂0
+        x_next = x0_hat + sigma_next * _noise(x, generator) if sigma_next > 0 else x0_hat  # line 4: noise afresh
+        _report(callback, i, schedule, (sigma, sigma_next), x, x0_hat, x_next)
+        x = x_next
+    return x
+
+
 # ----- one entry point -------------------------------------------------------------------------
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "ddpm": ddpm,
@@ -470,6 +666,9 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "euler_ancestral": euler_ancestral,
     "heun": heun,
     "dpmpp_2m": dpmpp_2m,
+    "dpmpp_2m_sde": dpmpp_2m_sde,
+    "unipc": unipc,
+    "consistency": consistency,
 }
 
 
@@ -485,8 +684,8 @@ def sample(
     """Draw samples x0 from noise x_T with the sampler called `sampler` (a key of SAMPLERS),
     over the `steps` noise levels `noise_levels(schedule, steps, spacing)`.
 
-    Every sampler takes `generator` and `callback`; `ddim` and `euler_ancestral` also take
-    `eta`. For example
+    Every sampler takes `generator` and `callback`; `ddim`, `euler_ancestral` and `dpmpp_2m_sde`
+    also take `eta`, `unipc` takes `order`. For example
 
         sample(model, torch.randn(64, 2), schedule, "dpmpp_2m", steps=20, spacing="karras")
     """

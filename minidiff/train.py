@@ -183,6 +183,7 @@ class _Run:
             for i, s in self.optimizer.state_dict()["state"].items():
                 extra |= {f"optimizer.{i}.{k}": v for k, v in s.items()}  # AdamW's step, exp_avg, exp_avg_sq
             extra |= {"rng.batches": self.generator.get_state(), "rng.torch": torch.get_rng_state()}
+            extra |= {f"objective.{k}": v for k, v in self.objective.state().items()}
         shape = tuple(self.data[0].shape[1:])
         fields = self.objective.checkpoint_fields()
         save_checkpoint(path, self.ema, sample_shape=shape, step=self.step, meta=meta or self.meta(), extra=extra,
@@ -303,6 +304,7 @@ def _train_step(run: _Run, step: int) -> float:
     if not math.isfinite(torch.nn.utils.get_total_norm(params, math.inf).item()):  # the largest |weight|: one check
         raise FloatingPointError(f"the weights became non-finite at step {step} (learning rate {lr_at(step, config)})")
     ema_update(run.ema, run.model, ema_decay_at(step, config.ema_decay))
+    run.objective.after_step(run.model)
     return value
 
 
@@ -345,6 +347,8 @@ def _restore(run: _Run, path: Path) -> None:
             _, i, name = key.split(".")
             state.setdefault(int(i), {})[name] = value
     run.optimizer.load_state_dict({"state": state, "param_groups": run.optimizer.state_dict()["param_groups"]})
+    run.objective.load_state({k.removeprefix("objective."): v for k, v in ckpt.extra.items()
+                              if k.startswith("objective.")})
     run.generator.set_state(ckpt.extra["rng.batches"])
     torch.set_rng_state(ckpt.extra["rng.torch"])
     run.losses[:] = [(step, loss) for step, loss in ckpt.meta["losses"]]

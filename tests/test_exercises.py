@@ -2,6 +2,7 @@
 
 import importlib
 import json
+import math
 import pkgutil
 import re
 from pathlib import Path
@@ -37,6 +38,8 @@ NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
         "flow_euler_step",
         "patchify",
         "dit_block_params",
+        "unic_step",
+        "consistency_coefficients",
     ],
 )
 def test_solutions_pass(name, capsys):
@@ -103,6 +106,11 @@ MISTAKES = [
     (ex.check_dit_block_params, lambda D, r: (10 + 2 * r) * D * D, "biases"),
     (ex.check_dit_block_params, lambda D, r: (10 + 2 * r) * D * D + (11 + r) * D + 4 * D, "learn nothing"),
     (ex.check_dit_block_params, lambda D, r: (8 + 2 * r) * D * D + (9 + r) * D, "six vectors"),
+    (ex.check_unic_step, lambda x, Ds, Dt, s, t: t / s * x + (1 - t / s) * Ds, "without correction"),
+    (ex.check_unic_step, lambda x, Ds, Dt, s, t: t / s * x + (1 - t / s) * Dt, "D_t alone"),
+    (ex.check_consistency_coefficients, lambda t: (0.25 / (100 * t**2 + 0.25), 5 * t / (100 * t**2 + 0.25) ** 0.5),
+     "factor σ_d"),
+    (ex.check_consistency_coefficients, lambda t: (0.25 / (t**2 + 0.25), t / (t**2 + 0.25) ** 0.5), "not scaled"),
 ]
 
 
@@ -182,3 +190,13 @@ def test_lesson_11_hints_fit_their_exercise(capsys):
     assert "Tokens have shape (B, N, C·p²)" in capsys.readouterr().out
     assert not ex.check_dit_block_params(lambda D, r: 0)
     assert "Count every Linear of DiTBlock.__init__" in capsys.readouterr().out
+
+
+def test_the_unic_exercise_is_the_samplers_corrector():
+    """Lesson 12's UniC-1 step is what `unipc` does when it corrects with one new prediction."""
+    from minidiff.samplers import _unipc_update
+
+    g = torch.Generator().manual_seed(0)
+    x, D_s, D_t = (torch.randn(2, 3, generator=g, dtype=torch.float64) for _ in range(3))
+    expected = _unipc_update(x, [-math.log(2.0)], [D_s], -math.log(0.7), D_t)
+    torch.testing.assert_close(ex.solution_unic_step(x, D_s, D_t, 2.0, 0.7), expected)

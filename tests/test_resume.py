@@ -11,9 +11,10 @@ from typing import NamedTuple
 import pytest
 import torch
 
-from minidiff.checkpoint import load_checkpoint, model_from_config
+from minidiff.checkpoint import Checkpoint, load_checkpoint, model_from_config
 from minidiff.classifier import ClassifierObjective, ClassifierRecipe, training_config
 from minidiff.data import make_toy
+from minidiff.distill import ConsistencyDistillation
 from minidiff.flow import FlowObjective
 from minidiff.forward import DiffusionObjective
 from minidiff.nn import DiTConfig, MLPConfig, UNetConfig
@@ -43,6 +44,14 @@ def images(n: int, channels: int, size: int, seed: int = 0) -> torch.Tensor:
 
 def labels(n: int, k: int = 3) -> torch.Tensor:
     return torch.randint(0, k, (n,), generator=torch.Generator().manual_seed(1))
+
+
+TINY_UNET = UNetConfig(channels=8, channel_mults=(1, 2), blocks_per_level=1, groups=4, heads=2, num_classes=3)
+
+
+def tiny_teacher() -> Checkpoint:
+    """A random v-predicting conditional U-Net, standing in for a trained teacher."""
+    return Checkpoint(model(TINY_UNET, seed=7), SCHEDULE, "v", (1, 8, 8), step=0, meta={}, extra={})
 
 
 def classifier_config() -> TrainConfig:
@@ -84,6 +93,12 @@ CASES = {
         DiTConfig(in_channels=1, patch_size=2, width=16, depth=2, heads=2, num_classes=3),
         (images(32, 1, 8), labels(32)),
         lambda: FlowObjective(p_uncond=0.3, timesteps="logit_normal"),
+        TrainConfig(steps=STEPS, batch_size=8, warmup=3, checkpoint_every=EVERY),
+    ),
+    "consistency-distillation-unet-labels": Case(  # keeps a target network: its state resumes too
+        TINY_UNET,
+        (images(32, 1, 8), labels(32)),
+        lambda: ConsistencyDistillation(tiny_teacher(), "tiny", guidance=2.0, intervals=10),
         TrainConfig(steps=STEPS, batch_size=8, warmup=3, checkpoint_every=EVERY),
     ),
     "vae": Case(

@@ -35,11 +35,11 @@ from minidiff import (
     timesteps,
     x0_from_eps,
 )
-from minidiff.samplers import SIGMA_SPACINGS, check_sigmas
+from minidiff.samplers import SIGMA_SPACINGS, SPACINGS, check_sigmas, dpmpp_2m, dpmpp_2m_sde, unipc
 
 SCHEDULE = NoiseSchedule.linear()  # T = 1000, σ from 0.01 to 157
-STOCHASTIC = ("ddpm", "euler_ancestral")
-DETERMINISTIC = ("ddim", "euler", "heun", "dpmpp_2m")
+STOCHASTIC = ("ddpm", "euler_ancestral", "dpmpp_2m_sde", "consistency")
+DETERMINISTIC = ("ddim", "euler", "heun", "dpmpp_2m", "unipc")
 
 
 def seeded(seed: int) -> torch.Generator:
@@ -116,6 +116,9 @@ BUDGETS = [
     ("heun", 20, "karras"),
     ("dpmpp_2m", 20, "trailing"),
     ("dpmpp_2m", 20, "karras"),
+    ("dpmpp_2m_sde", 50, "trailing"),
+    ("unipc", 20, "trailing"),
+    ("unipc", 15, "logsnr"),
 ]
 
 
@@ -145,22 +148,29 @@ MU, S = [1.0, -0.5], 0.5
 ORDER_STEPS = (16, 32, 64, 128)
 
 
-def exact_ode_solution(x_T: torch.Tensor, sigma_max: float) -> torch.Tensor:
+def exact_ode_solution(x_T: torch.Tensor, sigma_max: float, sigma: float) -> torch.Tensor:
     """For x0 ~ N(μ, s²I), D(x̃; σ) = μ + s²/(s² + σ²)·(x̃ - μ), and dx̃/dσ = (x̃ - D)/σ solves to
-    x̃(σ) - μ = (x̃(σ_max) - μ)·√((s² + σ²)/(s² + σ_max²)). At σ = 0, starting from
-    x̃(σ_max) = x_T·√(1 + σ_max²):"""
+    x̃(σ) - μ = (x̃(σ_max) - μ)·√((s² + σ²)/(s² + σ_max²)), here from x̃(σ_max) = x_T·√(1 + σ_max²)."""
     mu = torch.tensor(MU, dtype=x_T.dtype)
     x_tilde = x_T * (1 + sigma_max**2) ** 0.5
-    return mu + (x_tilde - mu) * S / (S**2 + sigma_max**2) ** 0.5
+    return mu + (x_tilde - mu) * ((S**2 + sigma**2) / (S**2 + sigma_max**2)) ** 0.5
 
 
-def global_errors(sampler: str) -> list[float]:
+def exact_solver_output(x_T: torch.Tensor) -> torch.Tensor:
+    """What a solver whose steps from σ_max down to σ_min are exact returns: every sampler's last
+    step, σ_min → 0, is the same first-order one, x0 = D(x̃; σ_min). That step misses the ODE's
+    own x̃(0) by O(σ_min²) (~2e-4 here), the same for every solver and steps, so orders are
+    measured against this, not against x̃(0)."""
+    sigma_min, sigma_max = SCHEDULE.sigmas[0].item(), SCHEDULE.sigmas[-1].item()  # where "karras", "logsnr" start, end
+    mu = torch.tensor(MU, dtype=x_T.dtype)
+    return mu + S**2 / (S**2 + sigma_min**2) * (exact_ode_solution(x_T, sigma_max, sigma_min) - mu)
+
+
+def global_errors(sampler: str, steps=ORDER_STEPS, spacing: str = "karras", **kwargs) -> list[float]:
     model = GaussianEps(SCHEDULE, MU, S)
     x_T = torch.randn(16, 2, generator=seeded(0), dtype=torch.float64)
-    exact = exact_ode_solution(x_T, SCHEDULE.sigmas[-1].item())  # "karras" starts at σ_max
-    return [
-        (sample(model, x_T, SCHEDULE, sampler, n, spacing="karras") - exact).abs().max().item() for n in ORDER_STEPS
-    ]
+    exact = exact_solver_output(x_T)
+    return [(sample(model, x_T, SCHEDULE, sampler, n, spacing, **kwargs) - exact).abs().max().item() for n in steps]
 
 
 def fitted_order(steps: tuple[int, ...], errors: list[float]) -> float:
@@ -173,12 +183,140 @@ def fitted_order(steps: tuple[int, ...], errors: list[float]) -> float:
 @pytest.mark.parametrize("sampler, order", [("euler", 1), ("ddim", 1), ("heun", 2), ("dpmpp_2m", 2)])
 def test_convergence_order_on_the_exact_ode(sampler, order):
     """Karras spacing (a smooth family of grids), float64, steps 16 … 128: the error falls at
-    every doubling and its fitted order is within ±0.3 of the method's order. (Every solver's
-    last step, σ_min = 0.01 → 0, is first order; its O(σ_min²) error stays below what we
-    measure here.)"""
+    every doubling and its fitted order is within ±0.3 of the method's order."""
     errors = global_errors(sampler)
     assert all(a > b for a, b in pairwise(errors)), errors
     assert fitted_order(ORDER_STEPS, errors) == pytest.approx(order, abs=0.3), errors
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_unipc_converges_at_order_p_plus_1(order):
+    """UniPC-p (UniP-p, then UniC-p) is of order p + 1 (Zhao et al. 2023, Theorem 3.1 and
+    Corollary 3.2; diffusers: "effective order solver_order + 1"). "logsnr" spacing makes every
+    step the same h in λ. Measured over 64 … 256 steps, float64: p = 2 gives 3.0, p = 3 gives 3.9
+    (its local slopes rise 3.7 → 4.1 over the range; below ~50 steps it is not yet asymptotic)."""
+    steps = (64, 96, 128, 192, 256)
+    errors = global_errors("unipc", steps, "logsnr", order=order)
+    assert all(a > b for a, b in pairwise(errors)), errors
+    assert fitted_order(steps, errors) == pytest.approx(order + 1, abs=0.3), errors
+
+
+def test_unipc_is_dpmpp_2m_plus_a_corrector():
+    """With B(h) = e^h - 1, UniPC-2's predictor is DPM-Solver++(2M). On the mixture's exact
+    denoiser (an ODE with no closed form) both converge to the same solution: their gap falls
+    at every doubling of the steps, ~30× from 64 to 512 (not yet the 64× of order 2: the narrow
+    components make the ODE stiff at small σ), to < 5e-4. UniPC-2, of order 3, is the closer of
+    the two to that solution (measured against UniPC-3 at 1000 steps): 5× at 256 steps, 10× at 512."""
+    model = MIXTURE.eps_model(SCHEDULE)
+    x_T = torch.randn(256, 2, generator=seeded(0), dtype=torch.float64)
+    run = lambda sampler, n, **kw: sample(model, x_T, SCHEDULE, sampler, n, spacing="logsnr", **kw)  # noqa: E731
+    steps = (64, 128, 256, 512)
+    gaps = [(run("unipc", n) - run("dpmpp_2m", n)).abs().max().item() for n in steps]
+    assert all(a > b for a, b in pairwise(gaps)) and gaps[0] / gaps[-1] > 16 and gaps[-1] < 5e-4, gaps
+    reference = run("unipc", 1000, order=3)
+    for n in (256, 512):
+        assert (run("unipc", n) - reference).abs().max() < (run("dpmpp_2m", n) - reference).abs().max() / 3, n
+
+
+def test_unipc_reports_the_states_the_model_saw():
+    """Each `Step` of unipc is one model call: x0_hat is the model's x̂0 from that step's x_t (the
+    predicted state, before UniC corrects it), and x_next is the next step's x_t."""
+    model, trajectory = MIXTURE.eps_model(SCHEDULE), Trajectory()
+    x_T = torch.randn(16, 2, generator=seeded(0), dtype=torch.float64)
+    unipc(model, x_T, SCHEDULE, noise_levels(SCHEDULE, 8, "karras"), callback=trajectory, order=3)
+    for step in trajectory.steps:
+        t = torch.full((16,), step.t, dtype=torch.float64)
+        x0_hat = x0_from_eps(step.x_t, model(step.x_t, t), SCHEDULE.alpha_bar_at(t)[:, None])
+        torch.testing.assert_close(step.x0_hat, x0_hat)
+
+
+@pytest.mark.parametrize("order", [1, 4, 2.0, "2", True, None])
+def test_unipc_order_is_2_or_3(args, order):
+    with pytest.raises(ValueError, match=r"order must be 2 or 3 \(UniPC-2 or UniPC-3\), got"):
+        sample(*args, SCHEDULE, "unipc", order=order)
+
+
+def test_dpmpp_2m_sde_without_noise_is_dpmpp_2m():
+    """η = 0 removes the noise and the Langevin part: the update is DPM-Solver++(2M)'s, term for term."""
+    model = MIXTURE.eps_model(SCHEDULE)
+    x_T = torch.randn(64, 2, generator=seeded(0), dtype=torch.float64)
+    for spacing in ("trailing", "karras"):
+        sigmas = noise_levels(SCHEDULE, 12, spacing)
+        torch.testing.assert_close(
+            dpmpp_2m_sde(model, x_T, SCHEDULE, sigmas, eta=0.0), dpmpp_2m(model, x_T, SCHEDULE, sigmas)
+        )
+
+
+@pytest.mark.parametrize("eta", [1.0, 0.5])
+def test_dpmpp_2m_sde_matches_the_mixtures_moments(eta):
+    """Mean and covariance of 20 000 samples (100 trailing steps) against the exact mixture's,
+    Σ_k w_k·μ_k and Σ_k w_k·(Σ_k + μ_k μ_kᵀ) - μμᵀ, each within 4 standard errors, estimated
+    from the samples: Var(x_i)/n for the means and Var((x_i - x̄_i)(x_j - x̄_j))/n for the
+    covariance entries. An exact sampler passes each of the 5 with probability 1 - 6e-5; the
+    solver's own bias is below 2 standard errors here (at 10 steps it is up to 75)."""
+    n = 20_000
+    model = MIXTURE.eps_model(SCHEDULE)
+    x = sample(
+        model, torch.randn(n, 2, generator=seeded(0)), SCHEDULE, "dpmpp_2m_sde", 100, generator=seeded(1), eta=eta
+    )
+    w, means, covs = MIXTURE.weights.double(), MIXTURE.means.double(), MIXTURE.covs.double()
+    mean = w @ means
+    cov = (w[:, None, None] * (covs + means[:, :, None] * means[:, None, :])).sum(0) - mean[:, None] * mean[None, :]
+    x = x.double()
+    centred = x - x.mean(0)
+    products = centred[:, :, None] * centred[:, None, :]  # (n, 2, 2)
+    z_mean = (x.mean(0) - mean) / (x.var(0) / n).sqrt()
+    z_cov = (products.mean(0) - cov) / (products.var(0) / n).sqrt()
+    assert z_mean.abs().max() < 4 and z_cov.abs().max() < 4, (z_mean, z_cov)
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_unipc_matches_diffusers(order):
+    """diffusers' UniPCMultistepScheduler (bh2, data prediction, trailing, final σ = 0), driven by
+    the same exact ε-model from the same x_T, on the same levels: the same samples, up to its
+    float32 σ's (~1e-6). Skipped without diffusers (the `bench` extra)."""
+    schedulers = pytest.importorskip("diffusers.schedulers")
+    model = MIXTURE.eps_model(SCHEDULE)
+    x_T = torch.randn(64, 2, generator=seeded(0), dtype=torch.float64)
+    for steps in (5, 10, 25):
+        scheduler = schedulers.UniPCMultistepScheduler(
+            trained_betas=SCHEDULE.betas.numpy(),
+            solver_order=order,
+            solver_type="bh2",
+            predict_x0=True,
+            timestep_spacing="trailing",
+            final_sigmas_type="zero",
+        )
+        scheduler.set_timesteps(steps)
+        assert scheduler.timesteps.tolist() == timesteps(SCHEDULE.T, steps, "trailing")
+        x = x_T
+        for t in scheduler.timesteps:
+            x = scheduler.step(model(x, torch.full((64,), float(t), dtype=torch.float64)), t, x).prev_sample
+        ours = unipc(model, x_T, SCHEDULE, noise_levels(SCHEDULE, steps, "trailing"), order=order)
+        torch.testing.assert_close(ours, x, rtol=0, atol=1e-5)
+
+
+def test_dpmpp_2m_sde_matches_diffusers():
+    """diffusers' DPMSolverMultistepScheduler("sde-dpmsolver++", midpoint), handed the noise our
+    generator draws, in float32 (its working precision), at 20 steps (below 15 it also lowers the
+    order of the last-but-one step): the same samples. Skipped without diffusers."""
+    schedulers = pytest.importorskip("diffusers.schedulers")
+    model = MIXTURE.eps_model(SCHEDULE)
+    x_T = torch.randn(64, 2, generator=seeded(0))
+    scheduler = schedulers.DPMSolverMultistepScheduler(
+        trained_betas=SCHEDULE.betas.numpy(),
+        algorithm_type="sde-dpmsolver++",
+        solver_type="midpoint",
+        timestep_spacing="trailing",
+        final_sigmas_type="zero",
+    )
+    scheduler.set_timesteps(20)
+    x, g = x_T, seeded(3)
+    for t in scheduler.timesteps:  # one draw a step, as ours (its last, at σ = 0, is unused)
+        eps = model(x, torch.full((64,), float(t)))
+        x = scheduler.step(eps, t, x, variance_noise=torch.randn(64, 2, generator=g)).prev_sample
+    ours = dpmpp_2m_sde(model, x_T, SCHEDULE, noise_levels(SCHEDULE, 20), generator=seeded(3))
+    torch.testing.assert_close(ours, x, rtol=0, atol=2e-5)
 
 
 def test_ddim_is_euler_in_sigma_space():
@@ -237,8 +375,53 @@ def test_prediction_types_go_through_the_wrapper():
         torch.testing.assert_close(sample(wrapped, x_T, SCHEDULE, sampler, 15, spacing="karras"), expected)
 
 
+# ----- consistency sampling, with the exact consistency function of Gaussian data -------------------
+def gaussian_consistency_eps(schedule: NoiseSchedule, mu: float, s: float):
+    """The ε-model whose denoiser is the exact consistency function of N(μ, s²) data: the
+    probability-flow ODE scales x̃ - μ with √(s² + σ²), so its end from (x̃, σ) is
+    f(x̃, σ) = μ + (x̃ - μ)·s/√(s² + σ²); ε is the one with x̂0 = f."""
+
+    def eps(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        alpha_bar = schedule.alpha_bar_at(t).to(x_t).reshape(-1, *([1] * (x_t.ndim - 1)))
+        sigma2 = (1 - alpha_bar) / alpha_bar
+        m = torch.tensor(mu).to(x_t)
+        f = m + (x_t / alpha_bar.sqrt() - m) * s / (s**2 + sigma2).sqrt()
+        return (x_t - alpha_bar.sqrt() * f) / (1 - alpha_bar).sqrt()
+
+    return eps
+
+
+def test_one_consistency_step_with_the_exact_function_is_the_ode_solution():
+    x_T = torch.randn(64, 2, generator=seeded(0), dtype=torch.float64)
+    one = sample(gaussian_consistency_eps(SCHEDULE, MU, S), x_T, SCHEDULE, "consistency", 1)
+    ode = sample(GaussianEps(SCHEDULE, MU, S), x_T, SCHEDULE, "unipc", 200, "logsnr")  # converged
+    # (every ODE sampler's last step returns D(x̃; σ_min), the posterior mean at σ_min = 0.01, which
+    # misses the ODE's end by about (x̃ - μ)·σ_min²/2s² = 2e-4·(x̃ - μ): the tolerance)
+    torch.testing.assert_close(one, ode, atol=2e-3, rtol=0)
+    assert (one - ode).abs().max() < 0.05 * (x_T - ode).abs().max()
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4])
+def test_consistency_sampling_with_the_exact_function_draws_the_data(steps):
+    x_T = torch.randn(20_000, 2, generator=seeded(1), dtype=torch.float64)
+    x0 = sample(gaussian_consistency_eps(SCHEDULE, MU, S), x_T, SCHEDULE, "consistency", steps, generator=seeded(2))
+    se_mean, se_std = S / 20_000**0.5, S / (2 * 20_000) ** 0.5  # standard errors of a mean and a std
+    assert (x0.mean(0) - torch.tensor(MU, dtype=torch.float64)).abs().max() < 4 * se_mean
+    assert (x0.std(0) - S).abs().max() < 4 * se_std
+
+
 # ----- reproducibility and inversion ---------------------------------------------------------------
-@pytest.mark.parametrize("sampler, kwargs", [("ddpm", {}), ("euler_ancestral", {}), ("ddim", {"eta": 0.5})])
+@pytest.mark.parametrize(
+    "sampler, kwargs",
+    [
+        ("ddpm", {}),
+        ("euler_ancestral", {}),
+        ("ddim", {"eta": 0.5}),
+        ("dpmpp_2m_sde", {}),
+        ("dpmpp_2m_sde", {"eta": 0.3}),
+        ("consistency", {}),
+    ],
+)
 def test_stochastic_samplers_are_reproducible_with_a_generator(sampler, kwargs):
     model = GaussianEps(SCHEDULE, MU, S)
     x_T = torch.randn(32, 2, generator=seeded(0))
@@ -343,7 +526,7 @@ def test_a_sampler_on_noise_levels_is_sample_with_those_steps(name, steps, spaci
     `sample` gives with the same steps and spacing, bit for bit, the sampler's own noise included."""
     model = MIXTURE.eps_model(SCHEDULE)
     x_T = torch.randn(16, 2, generator=seeded(0))
-    kwargs = {"eta": 0.5} if name in ("ddim", "euler_ancestral") else {}
+    kwargs = {"eta": 0.5} if name in ("ddim", "euler_ancestral", "dpmpp_2m_sde") else {}
     direct = SAMPLERS[name](model, x_T, SCHEDULE, noise_levels(SCHEDULE, steps, spacing), generator=seeded(4), **kwargs)
     by_name = sample(model, x_T, SCHEDULE, name, steps, spacing=spacing, generator=seeded(4), **kwargs)
     assert torch.equal(direct, by_name)
@@ -379,13 +562,25 @@ def test_karras_sigmas_follow_eq_5():
     assert karras_sigmas(0.01, 80.0, 1).tolist() == [80.0, 0.0]
 
 
+def test_logsnr_levels_are_evenly_spaced_in_log_sigma():
+    """The "logsnr" levels: σ_max, …, σ_min evenly spaced in log σ (so in λ = -log σ and in log-SNR = 2λ), then 0."""
+    sigmas = noise_levels(SCHEDULE, 10, "logsnr")
+    sigma_min, sigma_max = SCHEDULE.sigmas[0].item(), SCHEDULE.sigmas[-1].item()
+    assert len(sigmas) == 11 and sigmas[-1] == 0.0
+    assert sigmas[0] == pytest.approx(sigma_max, rel=1e-12) and sigmas[9] == pytest.approx(sigma_min, rel=1e-12)
+    log_sigmas = torch.tensor(sigmas[:10], dtype=torch.float64).log()
+    step = (math.log(sigma_min) - math.log(sigma_max)) / 9
+    torch.testing.assert_close(log_sigmas.diff(), torch.full((9,), step, dtype=torch.float64))
+    assert noise_levels(SCHEDULE, 1, "logsnr") == pytest.approx([sigma_max, 0.0])
+
+
 # ----- the noise levels a sampler is handed -----------------------------------------------------------
 @pytest.mark.parametrize("spacing", SIGMA_SPACINGS)
 def test_noise_levels_decrease_to_zero_and_pass_check_sigmas(spacing):
     sigmas = noise_levels(SCHEDULE, 10, spacing)
     assert len(sigmas) == 11 and sigmas[-1] == 0.0 and all(a > b for a, b in pairwise(sigmas))
     assert check_sigmas(sigmas) == sigmas
-    if spacing != "karras":  # the σ of the integer timesteps `timesteps` picks
+    if spacing in SPACINGS:  # the σ of the integer timesteps `timesteps` picks
         assert sigmas[:-1] == SCHEDULE.sigmas[timesteps(SCHEDULE.T, 10, spacing)].tolist()
 
 
@@ -519,7 +714,7 @@ def test_unknown_spacing(args):
         timesteps(1000, 10, "karras")
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "euler_ancestral"])
+@pytest.mark.parametrize("sampler", ["ddim", "euler_ancestral", "dpmpp_2m_sde"])
 @pytest.mark.parametrize("eta", [-0.1, 1.5, float("nan"), "1"])
 def test_eta_outside_0_1(args, sampler, eta):
     with pytest.raises(ValueError, match=r"eta must be a number in \[0, 1\]"):

@@ -57,6 +57,12 @@ from minidiff.exercises.l11_transformers import (
     solution_dit_block_params,
     solution_patchify,
 )
+from minidiff.exercises.l12_few_steps import (
+    check_consistency_coefficients,
+    check_unic_step,
+    solution_consistency_coefficients,
+    solution_unic_step,
+)
 
 _SOLUTIONS = {
     name.removeprefix("solution_"): fn for name, fn in sorted(globals().items()) if name.startswith("solution_")
@@ -79,6 +85,7 @@ __all__ = [
     "check_alpha_bar",
     "check_attention_weights",
     "check_cfg",
+    "check_consistency_coefficients",
     "check_ddpm_mean",
     "check_dit_block_params",
     "check_drop_labels",
@@ -94,12 +101,14 @@ __all__ = [
     "check_scale_shift",
     "check_sdedit_start",
     "check_timestep_embedding",
+    "check_unic_step",
     "check_warmup_lr",
     "check_x0_from_eps",
     "show_solution",
     "solution_alpha_bar",
     "solution_attention_weights",
     "solution_cfg",
+    "solution_consistency_coefficients",
     "solution_ddpm_mean",
     "solution_dit_block_params",
     "solution_drop_labels",
@@ -115,6 +124,7 @@ __all__ = [
     "solution_scale_shift",
     "solution_sdedit_start",
     "solution_timestep_embedding",
+    "solution_unic_step",
     "solution_warmup_lr",
     "solution_x0_from_eps",
 ]
