@@ -36,6 +36,7 @@ from minidiff.checkpoint import Checkpoint
 from minidiff.forward import PREDICTIONS, check_denoiser_data, consistency_function, is_conditional
 from minidiff.guidance import classifier_free_guidance
 from minidiff.objective import Objective
+from minidiff.samplers import timesteps
 from minidiff.train import ema_update
 
 
@@ -47,14 +48,16 @@ class ConsistencyDistillation(Objective):
                   have its architecture (start it from the teacher's weights)
     name:         what to call the teacher in the run's records (its shipped name)
     guidance:     classifier-free guidance scale w of the teacher's ODE (1: unguided)
-    intervals:    N: the boundaries t_0 = 0 < t_1 < … < t_N = T-1, evenly spaced timesteps
+    intervals:    N: the boundaries are t_0 = 0 and the N timesteps a "trailing" N-step sampler visits
+                  (t_N = T-1). The student is trained at these timesteps only, so sample it there: a
+                  k-step `consistency` sampler with trailing spacing visits boundaries when k divides N
     target_decay: μ of the target network θ⁻ (0.95 in Song et al. and Luo et al.)
     """
 
     teacher: Checkpoint
     name: str
     guidance: float = 1.0
-    intervals: int = 25
+    intervals: int = 20
     target_decay: float = 0.95
     target: nn.Module | None = field(default=None, init=False, repr=False)
 
@@ -70,7 +73,7 @@ class ConsistencyDistillation(Objective):
         if not math.isfinite(self.guidance):
             raise ValueError(f"guidance must be a finite number, got {self.guidance!r}")
         self.teacher.model.requires_grad_(False).eval()
-        self.boundaries = torch.linspace(0, T - 1, self.intervals + 1, dtype=torch.float64).round().long()  # t_n
+        self.boundaries = torch.tensor([0, *timesteps(T, self.intervals, "trailing")[::-1]])  # t_0 = 0 < t_1 < … < t_N
 
     # ----- the loss -------------------------------------------------------------------------
     def __call__(self, model: nn.Module, batch: tuple[Tensor, ...], generator: torch.Generator) -> Tensor:

@@ -70,8 +70,9 @@ def generate(
     Args:
         model:      a loaded checkpoint (`load_checkpoint`, `load_pretrained`) or a shipped model's name
         n:          how many samples
-        sampler:    a name in `minidiff.samplers.SAMPLERS`; steps, spacing: its noise levels; or a
-                    flow solver in FLOW_SOLVERS over `steps` times (spacing unused)
+        sampler:    a name in `minidiff.samplers.SAMPLERS`; steps, spacing: its noise levels (a spacing
+                    of `noise_levels`, or "optimised": the levels fitted to this model, `optimised_levels`);
+                    or a flow solver in FLOW_SOLVERS over `steps` times (spacing unused)
         label:      for a class-conditional model (or a text model, as the class's caption):
                     one class for all samples, or one per sample (n,)
         prompt:     for a text-conditional model: one caption, or one per sample
@@ -104,6 +105,7 @@ def generate(
     w = default_guidance(ckpt) if guidance is None else guidance
     g = torch.Generator(device).manual_seed(seed)
     x_T = torch.randn((n, *ckpt.sample_shape), generator=g, device=device)  # (n, …)
+    fitted = optimised_levels(ckpt, sampler, steps) if spacing == "optimised" else None
     batches = []
     on_path = sampler in FLOW_SOLVERS  # integrate the straight path's ODE with the model's velocity
     for i in range(0, n, batch_size):
@@ -113,6 +115,9 @@ def generate(
         if on_path:
             batches.append(flow.sample(denoiser, x_T[i : i + batch_size], steps, FLOW_SOLVERS[sampler],
                                        **sampler_kwargs))
+        elif fitted is not None:
+            batches.append(SAMPLERS[sampler](denoiser, x_T[i : i + batch_size], ckpt.schedule, fitted, generator=g,
+                                             **sampler_kwargs))
         else:
             batches.append(sample(denoiser, x_T[i : i + batch_size], ckpt.schedule, sampler, steps, spacing,
                                   generator=g, **sampler_kwargs))
@@ -121,6 +126,18 @@ def generate(
         x0 = decode(_vae(ckpt.vae, device), x0)
     is_image = x0.ndim == 4 and x0.shape[1] in (1, 3)  # (latents without a VAE, points: as sampled)
     return x0.clamp(-1, 1) if is_image else x0
+
+
+def optimised_levels(ckpt: Checkpoint, sampler: str, steps: int) -> list[float]:
+    """The noise levels fitted to this model for `sampler` with `steps` steps and stored with it
+    (`minidiff.publish.fit_steps`); a ValueError names the ones it has if there are none such."""
+    stored = ckpt.meta.get("optimised_sigmas", {})
+    levels = stored.get(sampler, {}).get("levels", {}).get(str(steps))
+    if levels is None:
+        have = [f"{name} with {k} steps" for name, fit in stored.items() for k in fit["levels"]]
+        raise ValueError(f'spacing="optimised" needs noise levels fitted to this model for sampler {sampler!r} with '
+                         f"{steps} steps; it has {', '.join(have) or 'none'} (fitted by minidiff.publish.fit_steps)")
+    return levels
 
 
 def default_guidance(ckpt: Checkpoint) -> float:

@@ -5,6 +5,7 @@ manifest, how it was made and how good it is (measured here, at publish time).
     publish("runs/digits/model.safetensors", "digits", "digits", "digits", "14 min", n_samples=1000)
     publish_vae("runs/vae_shapes/model.safetensors", "vae_shapes", "vae_shapes", "12 min")
     halve("digits")          # a model shipped in float32: store it in float16, measuring the change
+    fit_steps("shapes_class", "unipc", steps=(5, 10))   # fitted noise levels, stored with the model
 
 Samples are drawn with `minidiff.generate`, the same path the command line and the lessons use.
 """
@@ -24,10 +25,13 @@ from minidiff.checkpoint import Checkpoint, CheckpointError, load_checkpoint, sa
 from minidiff.files import WEIGHTS_DIR, machine_description, record_in_manifest, sha256_of, verified_bytes
 from minidiff.forward import is_conditional
 from minidiff.generate import generate
+from minidiff.guidance import classifier_free_guidance
 from minidiff.metrics import dataset_metric
 from minidiff.nn.vae import VAE, reconstruction_mse
+from minidiff.optimise_steps import optimise_sigmas, reference_solution, sampling_error
 from minidiff.pretrained import MANIFEST, VAE_MANIFEST, load_pretrained, pretrained_info, vae_info
 from minidiff.recipes import get_recipe
+from minidiff.samplers import noise_levels
 
 _SHORT = {"fd": "FD", "sliced_wasserstein": "SW"}  # a metric's name in a one-line description
 
@@ -209,4 +213,55 @@ def halve_vae(name: str, weights_dir: str | Path = WEIGHTS_DIR) -> dict[str, Any
     entry |= {"sha256": sha256_of(path.read_bytes()), "weights": "float16"}
     entry["metric"] |= {"heldout_mse": mse, "float32_heldout_mse": mse_float32, "psnr_db": 10 * math.log10(4 / mse)}
     record_in_manifest(weights_dir, VAE_MANIFEST, path.name, entry)
+    return entry
+
+
+def fit_steps(
+    name: str,
+    sampler: str,
+    steps: Sequence[int],
+    guidance: float = 1.5,
+    n: int = 32,
+    reference_steps: int = 200,
+    sweeps: int = 2,
+    weights_dir: str | Path = WEIGHTS_DIR,
+    **sampler_kwargs,
+) -> dict[str, Any]:
+    """Fit noise levels for `sampler` at each number of `steps` to a shipped denoiser
+    (`minidiff.optimise_steps.optimise_sigmas`, starting from the log-SNR spacing) and store them
+    with the model: in its file's metadata, where `generate(..., spacing="optimised")` finds them,
+    and in its manifest entry with the errors before and after. Computed once, here.
+
+    The levels are fitted on n starting noises (seed 0), a conditional model asked for every class
+    in turn at guidance `guidance`, against `reference_steps` log-SNR steps of the same sampler.
+    The error is judged again on n other noises (seed 1), which the manifest records too."""
+    path = Path(weights_dir) / f"{name}.safetensors"
+    ckpt = load_pretrained(name, weights_dir=weights_dir)
+    model = ckpt.eps_model
+    labels = torch.arange(n) % ckpt.model.num_classes if is_conditional(ckpt.model) else None
+    if labels is not None:
+        model = classifier_free_guidance(model, labels, ckpt.model.null_condition(labels), guidance)
+    noises = [torch.randn((n, *ckpt.sample_shape), generator=torch.Generator().manual_seed(seed)) for seed in (0, 1)]
+    references = [reference_solution(model, x, ckpt.schedule, reference_steps, sampler, **sampler_kwargs)
+                  for x in noises]
+    fitted, errors = {}, {}
+    for n_steps in steps:
+        levels = optimise_sigmas(model, noises[0], ckpt.schedule, sampler, n_steps, "logsnr", reference=references[0],
+                                 sweeps=sweeps, **sampler_kwargs)
+        rms = {which: {spacing: sampling_error(model, noises[i], ckpt.schedule, sampler, sigmas, references[i],
+                                               **sampler_kwargs) ** 0.5
+                       for spacing, sigmas in (("logsnr", noise_levels(ckpt.schedule, n_steps, "logsnr")),
+                                               ("optimised", levels))}
+               for i, which in enumerate(("fitted_noises", "heldout_noises"))}
+        fitted[str(n_steps)], errors[str(n_steps)] = levels, rms
+    stored = {sampler: {"levels": fitted, "guidance": guidance, "sampler_kwargs": sampler_kwargs}}
+    meta = ckpt.meta | {"optimised_sigmas": ckpt.meta.get("optimised_sigmas", {}) | stored}
+    save_checkpoint(path, ckpt.model, ckpt.schedule, ckpt.sample_shape, ckpt.prediction, ckpt.step, meta,
+                    vae=ckpt.vae, weights_dtype=torch.float16)
+    entry = pretrained_info(name, weights_dir)
+    entry |= {"sha256": sha256_of(path.read_bytes()),
+              "optimised_sigmas": entry.get("optimised_sigmas", {}) | {
+                  sampler: {"steps": list(steps), "guidance": guidance, "noises": n, "reference_steps": reference_steps,
+                            "rms_error": errors}}}
+    record_in_manifest(weights_dir, MANIFEST, path.name, entry)
     return entry

@@ -146,3 +146,16 @@ def test_bad_settings_are_named(kwargs, message):
 def test_a_flow_model_is_not_a_teacher():
     with pytest.raises(ValueError, match="teacher must be a diffusion model"):
         ConsistencyDistillation(teacher_of(unet(), "flow"), "tiny")
+
+
+def test_the_boundaries_are_where_a_trailing_sampler_stops():
+    """t_0 = 0, then the timesteps of a 20-step trailing sampler: a 1-, 2-, 4- or 5-step sampler with
+    trailing spacing visits only timesteps the student was trained at."""
+    from minidiff.samplers import timesteps
+
+    objective = ConsistencyDistillation(teacher_of(unet()), "tiny", intervals=20)
+    boundaries = objective.boundaries.tolist()
+    assert boundaries[0] == 0 and boundaries[-1] == 999 and boundaries == sorted(set(boundaries))
+    assert len(boundaries) == 21
+    for k in (1, 2, 4, 5, 10):
+        assert set(timesteps(1000, k, "trailing")) <= set(boundaries), k

@@ -95,3 +95,25 @@ def test_only_diffusion_models_generate(tmp_path):
         generate(load_checkpoint(WEIGHTS_DIR / "vae_shapes.safetensors"), 2)
     with pytest.raises(ValueError, match="n must be a positive integer"):
         generate("digits", 0)
+
+
+def test_optimised_spacing_uses_the_levels_stored_with_the_model():
+    ckpt = load_pretrained("digits")
+    levels = [ckpt.schedule.sigmas[-1].item(), 3.0, 0.4, 0.05, 0.0]
+    ckpt.meta = ckpt.meta | {"optimised_sigmas": {"dpmpp_2m": {"levels": {"4": levels}}}}
+    by_hand = SAMPLERS["dpmpp_2m"](ckpt.eps_model, torch.randn((2, *ckpt.sample_shape), generator=torch.Generator()
+                                   .manual_seed(0)), ckpt.schedule, levels).clamp(-1, 1)
+    torch.testing.assert_close(generate(ckpt, 2, sampler="dpmpp_2m", steps=4, spacing="optimised"), by_hand)
+    with pytest.raises(ValueError, match="it has dpmpp_2m with 4 steps"):
+        generate(ckpt, 2, sampler="dpmpp_2m", steps=5, spacing="optimised")
+    with pytest.raises(ValueError, match="it has none"):
+        generate("digits", 2, sampler="unipc", steps=5, spacing="optimised")
+
+
+def test_a_consistency_model_is_not_guided_unless_asked():
+    from minidiff.generate import DEFAULT_GUIDANCE, default_guidance
+
+    ckpt = load_pretrained("shapes_class")
+    assert default_guidance(ckpt) == DEFAULT_GUIDANCE
+    ckpt.prediction = "consistency"
+    assert default_guidance(ckpt) == 1.0
