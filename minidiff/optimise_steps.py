@@ -98,13 +98,13 @@ def is_deterministic(
     sigmas: Sequence[float],
     **kwargs,
 ) -> bool:
-    """Whether `sampler` maps x_T to one answer: run it from the first noise with two random
+    """Whether `sampler` maps x_T to one answer: run it from x_T with two random
     generators and compare. An ancestral or SDE sampler adds fresh noise at each step; its
     output is a random draw, with no single solution for its steps to converge to."""
     check_choice("sampler", sampler, tuple(SAMPLERS))
     check_finite("x_T", x_T)
-    runs = [SAMPLERS[sampler](model, x_T[:1], schedule, sigmas, generator=torch.Generator(x_T.device).manual_seed(seed),
-                              **kwargs) for seed in (0, 1)]
+    runs = [SAMPLERS[sampler](model, x_T, schedule, sigmas, generator=torch.Generator(x_T.device).manual_seed(seed),
+                              **kwargs) for seed in (0, 1)]  # (all of x_T: a guided model's conditions fit its batch)
     return torch.equal(*runs)
 
 

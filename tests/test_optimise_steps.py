@@ -12,7 +12,7 @@ import torch
 from minidiff import NoiseSchedule
 from minidiff.data import three_gaussians
 from minidiff.optimise_steps import is_deterministic, optimise_sigmas, reference_solution, sampling_error
-from minidiff.samplers import check_sigmas, dpmpp_2m, noise_levels
+from minidiff.samplers import SAMPLERS, check_sigmas, dpmpp_2m, noise_levels
 
 SCHEDULE = NoiseSchedule.cosine()  # T = 1000, σ from 0.0064 to 20 291
 MODEL = three_gaussians().eps_model(SCHEDULE)
@@ -157,3 +157,29 @@ def test_reference_checks_its_arguments():
         reference_solution(MODEL, noises(2, 6), SCHEDULE, steps=1)
     with pytest.raises(ValueError, match="unknown sampler 'rk4'"):
         reference_solution(MODEL, noises(2, 6), SCHEDULE, sampler="rk4")
+
+
+def test_fitted_levels_are_stored_with_a_shipped_model_and_used_by_generate(tmp_path):
+    """publish.fit_steps fits levels to a shipped model, writes them into its file (whose new sha256
+    the manifest records) and its manifest entry; generate(spacing="optimised") then samples with them."""
+    import shutil
+
+    from minidiff import generate, load_pretrained, pretrained_info
+    from minidiff.files import WEIGHTS_DIR
+    from minidiff.pretrained import MANIFEST
+    from minidiff.publish import fit_steps
+
+    for name in ("digits.safetensors", MANIFEST):
+        shutil.copy(WEIGHTS_DIR / name, tmp_path / name)
+    entry = fit_steps("digits", "dpmpp_2m", steps=(3,), n=4, reference_steps=20, sweeps=1, weights_dir=tmp_path)
+    rms = entry["optimised_sigmas"]["dpmpp_2m"]["rms_error"]["3"]["fitted_noises"]
+    assert rms["optimised"] <= rms["logsnr"]
+    ckpt = load_pretrained("digits", weights_dir=tmp_path)  # the sha256 check passes on the rewritten file
+    levels = ckpt.meta["optimised_sigmas"]["dpmpp_2m"]["levels"]["3"]
+    assert len(levels) == 4 and levels[-1] == 0.0
+    assert pretrained_info("digits", tmp_path)["sha256"] != pretrained_info("digits")["sha256"]
+    by_hand = SAMPLERS["dpmpp_2m"](ckpt.eps_model, torch.randn((2, 1, 16, 16), generator=torch.Generator()
+                                   .manual_seed(0)), ckpt.schedule, levels).clamp(-1, 1)
+    torch.testing.assert_close(generate(ckpt, 2, sampler="dpmpp_2m", steps=3, spacing="optimised"), by_hand)
+    for key, value in load_pretrained("digits").model.state_dict().items():  # the weights are unchanged
+        assert torch.equal(ckpt.model.state_dict()[key], value), key
