@@ -47,6 +47,7 @@ def publish(
     steps: int = 50,
     guidance: float = 3.0,
     sweep: Sequence[float] = (),
+    steps_sweep: Sequence[int] = (),
     weights_dir: str | Path = WEIGHTS_DIR,
 ) -> dict[str, Any]:
     """Ship a trained model: copy its EMA weights from a run's checkpoint into weights_dir as
@@ -59,7 +60,9 @@ def publish(
     float32 weights (what storing float16 changed). A conditional model is asked for every
     class in turn, with classifier-free guidance scale `guidance` (and each scale of `sweep`,
     recorded under "by_guidance"), and its entry also records the accuracy: the share of
-    samples the classifier sees as the class asked for.
+    samples the classifier sees as the class asked for. Each number of steps in `steps_sweep` is
+    measured the same way at `guidance` and recorded under "by_steps" (e.g. a consistency model
+    at 1, 2 and 4 steps).
     """
     run = load_checkpoint(run_checkpoint)
     path = Path(weights_dir) / f"{name}.safetensors"
@@ -96,6 +99,9 @@ def publish(
     }
     if conditional and sweep:
         entry["by_guidance"] = {str(w): measure(shipped, w) for w in sweep}
+    if steps_sweep:
+        entry["by_steps"] = {str(k): _quality(shipped, guidance, dataset, n_samples, sampler, k, r.holdout)
+                             for k in steps_sweep}
     record_in_manifest(weights_dir, MANIFEST, path.name, entry)
     return entry
 
