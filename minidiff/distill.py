@@ -49,8 +49,9 @@ class ConsistencyDistillation(Objective):
     name:         what to call the teacher in the run's records (its shipped name)
     guidance:     classifier-free guidance scale w of the teacher's ODE (1: unguided)
     intervals:    N: the boundaries are t_0 = 0 and the N timesteps a "trailing" N-step sampler visits
-                  (t_N = T-1). The student is trained at these timesteps only, so sample it there: a
-                  k-step `consistency` sampler with trailing spacing visits boundaries when k divides N
+                  (t_N = T-1). The student is trained at these timesteps only; a k-step `consistency`
+                  sampler with trailing spacing visits only them when k divides N (in between, the
+                  student relies on how its time embedding interpolates: measure before trusting it)
     target_decay: μ of the target network θ⁻ (0.95 in Song et al. and Luo et al.)
     """
 

@@ -230,11 +230,12 @@ def fit_steps(
     n: int = 32,
     reference_steps: int = 200,
     sweeps: int = 2,
+    start: str = "trailing",
     weights_dir: str | Path = WEIGHTS_DIR,
     **sampler_kwargs,
 ) -> dict[str, Any]:
     """Fit noise levels for `sampler` at each number of `steps` to a shipped denoiser
-    (`minidiff.optimise_steps.optimise_sigmas`, starting from the log-SNR spacing) and store them
+    (`minidiff.optimise_steps.optimise_sigmas`, starting from the spacing `start`) and store them
     with the model: in its file's metadata, where `generate(..., spacing="optimised")` finds them,
     and in its manifest entry with the errors before and after. Computed once, here.
 
@@ -252,11 +253,11 @@ def fit_steps(
                   for x in noises]
     fitted, errors = {}, {}
     for n_steps in steps:
-        levels = optimise_sigmas(model, noises[0], ckpt.schedule, sampler, n_steps, "logsnr", reference=references[0],
+        levels = optimise_sigmas(model, noises[0], ckpt.schedule, sampler, n_steps, start, reference=references[0],
                                  sweeps=sweeps, **sampler_kwargs)
         rms = {which: {spacing: sampling_error(model, noises[i], ckpt.schedule, sampler, sigmas, references[i],
                                                **sampler_kwargs) ** 0.5
-                       for spacing, sigmas in (("logsnr", noise_levels(ckpt.schedule, n_steps, "logsnr")),
+                       for spacing, sigmas in ((start, noise_levels(ckpt.schedule, n_steps, start)),
                                                ("optimised", levels))}
                for i, which in enumerate(("fitted_noises", "heldout_noises"))}
         fitted[str(n_steps)], errors[str(n_steps)] = levels, rms
@@ -268,6 +269,6 @@ def fit_steps(
     entry |= {"sha256": sha256_of(path.read_bytes()),
               "optimised_sigmas": entry.get("optimised_sigmas", {}) | {
                   sampler: {"steps": list(steps), "guidance": guidance, "noises": n, "reference_steps": reference_steps,
-                            "rms_error": errors}}}
+                            "start": start, "rms_error": errors}}}
     record_in_manifest(weights_dir, MANIFEST, path.name, entry)
     return entry

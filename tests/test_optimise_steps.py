@@ -173,7 +173,7 @@ def test_fitted_levels_are_stored_with_a_shipped_model_and_used_by_generate(tmp_
         shutil.copy(WEIGHTS_DIR / name, tmp_path / name)
     entry = fit_steps("digits", "dpmpp_2m", steps=(3,), n=4, reference_steps=20, sweeps=1, weights_dir=tmp_path)
     rms = entry["optimised_sigmas"]["dpmpp_2m"]["rms_error"]["3"]["fitted_noises"]
-    assert rms["optimised"] <= rms["logsnr"]
+    assert rms["optimised"] <= rms["trailing"]
     ckpt = load_pretrained("digits", weights_dir=tmp_path)  # the sha256 check passes on the rewritten file
     levels = ckpt.meta["optimised_sigmas"]["dpmpp_2m"]["levels"]["3"]
     assert len(levels) == 4 and levels[-1] == 0.0
