@@ -27,7 +27,6 @@ is always a whole, finite state.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import struct
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from minidiff._checks import check_choice
-from minidiff.files import write_atomic
+from minidiff.files import tensors_sha256, write_atomic
 from minidiff.flow import VelocityModel, as_velocity_model, eps_model_from_velocity, velocity_model_from_eps
 from minidiff.forward import OUTPUTS, Denoiser, as_eps_model
 from minidiff.nn import DiT, DiTConfig, MLPConfig, MLPDenoiser, UNet, UNetConfig
@@ -192,7 +191,7 @@ def save_checkpoint(
         "vae": vae,
         "step": step,
         "meta": meta or {},
-        "tensors_sha256": _tensors_sha256(tensors),
+        "tensors_sha256": tensors_sha256(tensors),
     }
     return write_atomic(Path(path), safetensors.torch.save(tensors, metadata={FORMAT: json.dumps(header)}))
 
@@ -236,16 +235,6 @@ def load_checkpoint(
     )
 
 
-def _tensors_sha256(tensors: dict[str, Tensor]) -> str:
-    """A digest of every tensor's name, dtype, shape and bytes, in name order."""
-    h = hashlib.sha256()
-    for key in sorted(tensors):
-        t = tensors[key]
-        h.update(f"{key}|{t.dtype}|{list(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def _header_metadata(path: Path, data: bytes) -> dict[str, str]:
     """The "__metadata__" strings of a safetensors file's JSON header (8-byte length, then JSON)."""
     try:
@@ -278,7 +267,7 @@ def _read(path: Path, data: bytes | None) -> tuple[dict[str, Any], dict[str, Ten
         version = header.get("version") if isinstance(header, dict) else None
         raise CheckpointError(f"{path}: checkpoint format version {version!r}, this minidiff reads {VERSION}")
     _check_header(path, header, tensors)
-    if _tensors_sha256(tensors) != header["tensors_sha256"]:
+    if tensors_sha256(tensors) != header["tensors_sha256"]:
         raise CheckpointError(f"{path}: the tensors do not match their checksum; the file is corrupt or was modified")
     for key, value in tensors.items():
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):

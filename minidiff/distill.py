@@ -13,7 +13,7 @@ from the teacher:
     θ⁻ ← μ·θ⁻ + (1-μ)·θ after each step                                 the target network (EMA)
 
 Because f_θ(x, t_0) = x exactly (the boundary condition, built into `consistency_function`),
-agreement between neighbours propagates down from t_0 to every t: f_θ learns the whole ODE.
+agreement between neighbours propagates from t_0 up to every t: f_θ learns the whole ODE.
 
 As Latent Consistency Models do (Luo et al. 2023, arXiv:2310.04378), the teacher's step uses
 classifier-free guidance at a scale w: the student learns the *guided* ODE and needs no
@@ -24,7 +24,6 @@ weights; its network keeps predicting v, read through c_skip/c_out (`consistency
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from minidiff.checkpoint import Checkpoint
+from minidiff.files import tensors_sha256
 from minidiff.forward import PREDICTIONS, check_denoiser_data, consistency_function, is_conditional
 from minidiff.guidance import classifier_free_guidance
 from minidiff.objective import Objective
@@ -151,11 +151,8 @@ class ConsistencyDistillation(Objective):
         self.target.load_state_dict(state)
 
     def describe(self) -> dict[str, Any]:
-        weights = self.teacher.model.state_dict()
-        h = hashlib.sha256()
-        for k in sorted(weights):
-            h.update(k.encode() + weights[k].detach().cpu().float().numpy().tobytes())
-        return {"objective": "consistency_distillation", "teacher": self.name, "teacher_sha256": h.hexdigest()[:16],
+        teacher_sha256 = tensors_sha256(self.teacher.model.state_dict())[:16]
+        return {"objective": "consistency_distillation", "teacher": self.name, "teacher_sha256": teacher_sha256,
                 "guidance": self.guidance, "intervals": self.intervals, "target_decay": self.target_decay}
 
     def checkpoint_fields(self) -> dict[str, Any]:

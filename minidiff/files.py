@@ -87,6 +87,18 @@ def read_manifest(weights_dir: str | Path, manifest: str) -> dict[str, dict[str,
     return entries
 
 
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """A digest of every tensor's name, dtype, shape and bytes, in name order: the identity of a
+    set of weights (a checkpoint's checksum, the teacher a student was distilled from, the base
+    an adapter belongs to)."""
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{list(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def record_in_manifest(weights_dir: str | Path, manifest: str, file_name: str, entry: dict[str, Any]) -> None:
     """Add or replace the manifest entry of one weights file (written atomically)."""
     path = Path(weights_dir) / manifest

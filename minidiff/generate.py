@@ -37,7 +37,7 @@ from minidiff.latent import decode
 from minidiff.nn.text import TextUNet
 from minidiff.objective import Objective
 from minidiff.pretrained import load_pretrained, load_vae
-from minidiff.samplers import SAMPLERS, sample
+from minidiff.samplers import SAMPLERS, noise_levels
 from minidiff.viz import save_samples
 
 DEFAULT_GUIDANCE = 3.0  # the shipped models' best scale is around 2–4 (benchmarks/guidance_sweep.py)
@@ -105,9 +105,11 @@ def generate(
     w = default_guidance(ckpt) if guidance is None else guidance
     g = torch.Generator(device).manual_seed(seed)
     x_T = torch.randn((n, *ckpt.sample_shape), generator=g, device=device)  # (n, …)
-    fitted = optimised_levels(ckpt, sampler, steps) if spacing == "optimised" else None
-    batches = []
     on_path = sampler in FLOW_SOLVERS  # integrate the straight path's ODE with the model's velocity
+    if not on_path:  # the noise levels to visit: a spacing's, or those fitted to this model
+        sigmas = optimised_levels(ckpt, sampler, steps) if spacing == "optimised" else noise_levels(
+            ckpt.schedule, steps, spacing)
+    batches = []
     for i in range(0, n, batch_size):
         denoiser = ckpt.velocity_model if on_path else ckpt.eps_model
         if y is not None:  # guidance wraps a velocity model exactly as it wraps an ε-model
@@ -115,12 +117,9 @@ def generate(
         if on_path:
             batches.append(flow.sample(denoiser, x_T[i : i + batch_size], steps, FLOW_SOLVERS[sampler],
                                        **sampler_kwargs))
-        elif fitted is not None:
-            batches.append(SAMPLERS[sampler](denoiser, x_T[i : i + batch_size], ckpt.schedule, fitted, generator=g,
-                                             **sampler_kwargs))
         else:
-            batches.append(sample(denoiser, x_T[i : i + batch_size], ckpt.schedule, sampler, steps, spacing,
-                                  generator=g, **sampler_kwargs))
+            batches.append(SAMPLERS[sampler](denoiser, x_T[i : i + batch_size], ckpt.schedule, sigmas, generator=g,
+                                             **sampler_kwargs))
     x0 = torch.cat(batches)
     if ckpt.vae is not None:
         x0 = decode(_vae(ckpt.vae, device), x0)

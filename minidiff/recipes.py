@@ -137,6 +137,8 @@ class Recipe:
 FAST_TRAINING = TrainConfig(steps=5000, batch_size=32, warmup=200, lr_schedule="cosine", ema_decay=0.999,
                             checkpoint_every=250)
 
+CLASS_UNET = UNetConfig(in_channels=3, blocks_per_level=1, num_classes=16, channels_last=True)  # shapes_class's (0.83M)
+
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
@@ -166,7 +168,7 @@ RECIPES: dict[str, Recipe] = {
             "labels dropped 10% of the time for classifier-free guidance; 5,000 steps of batch 32, about 25 "
             "minutes on one idle CPU thread",
             dataset="shapes",
-            model=UNetConfig(in_channels=3, blocks_per_level=1, num_classes=16, channels_last=True),
+            model=CLASS_UNET,
             condition="label",
             training=FAST_TRAINING,
             weighting="min_snr",
@@ -281,7 +283,7 @@ RECIPES |= {
             "(Song et al. 2023, Luo et al. 2023): samples in 1–4 calls; 2,000 steps of batch 32 from the "
             "teacher's weights",
             dataset="shapes",
-            model=UNetConfig(in_channels=3, blocks_per_level=1, num_classes=16, channels_last=True),
+            model=CLASS_UNET,
             condition="label",
             training=TrainConfig(steps=2000, batch_size=32, lr=1e-4, warmup=100, lr_schedule="cosine",
                                  ema_decay=0.995, checkpoint_every=100),
@@ -334,10 +336,11 @@ def train_recipe(
     x, y = recipe.load_data()
     torch.manual_seed(config.seed)  # the same initial weights every time
     model = model_from_config(dataclasses.replace(recipe.model)).to(device or default_device())
-    if recipe.teacher is not None:  # a student starts as its teacher
-        model.load_state_dict(load_pretrained(recipe.teacher).model.state_dict())
+    objective = recipe.objective()
+    if isinstance(objective, ConsistencyDistillation):  # a student starts as its teacher
+        model.load_state_dict(objective.teacher.model.state_dict())
     data = (x,) if y is None else (x, y)
-    result = train(model, data, recipe.objective(), config, out_dir=out_dir, resume=resume, callbacks=callbacks)
+    result = train(model, data, objective, config, out_dir=out_dir, resume=resume, callbacks=callbacks)
     if isinstance(recipe.model, VAEConfig):
         heldout = recipe.load_heldout()
         mse = reconstruction_mse(result.ema, heldout)

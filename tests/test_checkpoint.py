@@ -14,7 +14,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from minidiff import checkpoint, files
+from minidiff import files
 from minidiff.__main__ import main as cli
 from minidiff.checkpoint import FORMAT, CheckpointError, load_checkpoint, model_from_config, save_checkpoint
 from minidiff.classifier import MANIFEST as CLASSIFIER_MANIFEST
@@ -131,7 +131,7 @@ def tensors_and_header(path) -> tuple[dict[str, torch.Tensor], dict]:
 def rewrite(path, tensors: dict[str, torch.Tensor], header: dict, checksum: bool = False) -> None:
     """Write tensors and a header as a checkpoint file, the checksum recomputed if asked."""
     if checksum:
-        header = {**header, "tensors_sha256": checkpoint._tensors_sha256(tensors)}
+        header = {**header, "tensors_sha256": files.tensors_sha256(tensors)}
     path.write_bytes(safetensors.torch.save(tensors, metadata={FORMAT: json.dumps(header)}))
 
 

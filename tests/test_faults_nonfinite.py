@@ -12,7 +12,8 @@ import safetensors.torch
 import torch
 
 from minidiff import SAMPLERS, NoiseSchedule, sample
-from minidiff.checkpoint import FORMAT, CheckpointError, _tensors_sha256, load_checkpoint, save_checkpoint
+from minidiff.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from minidiff.files import tensors_sha256
 from minidiff.guidance import classifier_free_guidance
 from minidiff.nn import MLPConfig, MLPDenoiser, UNet, UNetConfig
 from minidiff.nn.text import TextConfig, TextUNet, TextUNetConfig
@@ -68,7 +69,7 @@ def test_a_checkpoint_with_non_finite_weights_names_the_tensor(tmp_path):
         header = json.loads(f.metadata()[FORMAT])
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     tensors["model.inp.weight"][0, 0] = INF  # a huge value that overflowed, signed as if it were fine
-    header["tensors_sha256"] = _tensors_sha256(tensors)
+    header["tensors_sha256"] = tensors_sha256(tensors)
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(safetensors.torch.save(tensors, metadata={FORMAT: json.dumps(header)}))
     with pytest.raises(CheckpointError, match=r"bad.safetensors: tensor 'model.inp.weight' holds NaN or infinite"):

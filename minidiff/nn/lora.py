@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import hashlib
 import json
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import safetensors.torch
 import torch
 from torch import Tensor, nn
 
-from minidiff.files import write_atomic
+from minidiff.files import tensors_sha256, write_atomic
 
 DEFAULT_TARGETS = ("*qkv", "*.q", "*.kv", "*proj")  # the attention projections (SelfAttention, CrossAttention, DiT)
 FORMAT = "minidiff-lora"
@@ -139,11 +138,8 @@ def base_identity(model: nn.Module) -> dict[str, str]:
                 if name == f"{layer}.weight" and wrapped[layer].merged:
                     value = wrapped[layer].unmerged_weight
             weights[name] = value
-    h = hashlib.sha256()
-    for name, value in sorted(weights.items()):
-        h.update(name.encode() + value.detach().cpu().float().contiguous().numpy().tobytes())
     config = getattr(model, "config", None)
-    return {"class": type(model).__name__, "weights_sha256": h.hexdigest()[:16],
+    return {"class": type(model).__name__, "weights_sha256": tensors_sha256(weights)[:16],
             "config": json.dumps(dataclasses.asdict(config), sort_keys=True) if config is not None else "null"}
 
 
