@@ -15,6 +15,8 @@ also holds the state needed to go on training it:
                              schedule the diffusion samplers drive it on; null for a VAE or a classifier
               sample_shape   the shape of one sample (C, H, W) or (D,) it works on
               vae            for a latent diffusion model: the shipped VAE its samples decode with
+              lora           for a model with LoRA adapters (`minidiff.nn.lora`): their rank, α and
+                             layers, so that loading wraps the same layers before the weights go in
               step, meta     the training step, and free-form JSON (training config, losses…)
               tensors_sha256 a checksum of every tensor's name, dtype, shape and bytes
 
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,11 +40,13 @@ import torch
 from torch import Tensor, nn
 
 from minidiff._checks import check_choice
-from minidiff.files import tensors_sha256, write_atomic
+from minidiff.files import safetensors_metadata, tensors_sha256, write_atomic
 from minidiff.flow import VelocityModel, as_velocity_model, eps_model_from_velocity, velocity_model_from_eps
 from minidiff.forward import OUTPUTS, Denoiser, as_eps_model
 from minidiff.nn import DiT, DiTConfig, MLPConfig, MLPDenoiser, UNet, UNetConfig
 from minidiff.nn.classifier import Classifier, ClassifierConfig
+from minidiff.nn.controlnet import ControlledUNet, ControlNetConfig
+from minidiff.nn.lora import adapter_spec, add_lora
 from minidiff.nn.text import TextUNet, TextUNetConfig
 from minidiff.nn.vae import VAE, VAEConfig
 from minidiff.schedules import NoiseSchedule
@@ -60,6 +63,7 @@ MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "VAE": (VAE, VAEConfig),
     "Classifier": (Classifier, ClassifierConfig),
     "DiT": (DiT, DiTConfig),
+    "ControlledUNet": (ControlledUNet, ControlNetConfig),
 }
 
 
@@ -189,6 +193,7 @@ def save_checkpoint(
         "denoiser": denoiser,
         "sample_shape": list(sample_shape) if sample_shape is not None else None,
         "vae": vae,
+        "lora": adapter_spec(model),
         "step": step,
         "meta": meta or {},
         "tensors_sha256": tensors_sha256(tensors),
@@ -235,23 +240,16 @@ def load_checkpoint(
     )
 
 
-def _header_metadata(path: Path, data: bytes) -> dict[str, str]:
-    """The "__metadata__" strings of a safetensors file's JSON header (8-byte length, then JSON)."""
-    try:
-        (n,) = struct.unpack("<Q", data[:8])
-        metadata = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
-    except (struct.error, json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
-        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {error}") from None
-    return metadata
-
-
 def _read(path: Path, data: bytes | None) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """The checked JSON header and all tensors of a checkpoint file, with clear errors."""
     if data is None:
         if not path.is_file():
             raise FileNotFoundError(f"no checkpoint at {path}")
         data = path.read_bytes()
-    metadata = _header_metadata(path, data)
+    try:
+        metadata = safetensors_metadata(data, path)
+    except ValueError as error:
+        raise CheckpointError(str(error)) from None
     try:
         tensors = safetensors.torch.load(data)
     except (safetensors.SafetensorError, ValueError) as error:
@@ -332,6 +330,13 @@ def _model_with_weights(
             model = cls(config_cls(**config)).to(device)
         except (TypeError, ValueError) as error:
             raise CheckpointError(f"{path}: the {name} config in its header is not valid: {error}") from None
+        if header.get("lora") is not None:  # wrap the same layers as the saved model had
+            lora = header["lora"]
+            try:
+                add_lora(model, lora["rank"], lora["alpha"], tuple(lora["layers"]))
+            except (TypeError, ValueError, KeyError) as error:
+                raise CheckpointError(f"{path}: header field 'lora' must name the rank, alpha and layers of "
+                                      f"this {name}'s adapters, got {lora!r:.80} ({error})") from None
     else:
         _check_same_model(path, name, config, model)
     weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}

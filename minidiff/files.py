@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import platform
+import struct
 import time
 import uuid
 from pathlib import Path
@@ -119,6 +120,17 @@ def verified_bytes(path: Path, manifest: str, how_to_fix: str) -> bytes:
     if sha256_of(data) != entry["sha256"]:
         raise WeightsError(f"{path}: sha256 does not match the manifest, the file is corrupt or modified; {how_to_fix}")
     return data
+
+
+def safetensors_metadata(data: bytes, path: Path) -> dict[str, str]:
+    """The "__metadata__" strings of a safetensors file's JSON header (8-byte length, then JSON);
+    a ValueError naming `path` if the bytes are not a safetensors header."""
+    try:
+        (n,) = struct.unpack("<Q", data[:8])
+        metadata = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
+    except (struct.error, json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+        raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt?): {error}") from None
+    return metadata
 
 
 def machine_description() -> str:

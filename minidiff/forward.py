@@ -205,27 +205,43 @@ def diffusion_loss(
 
 
 def with_condition_dropout(
-    model: Conditional, y: Tensor, p_uncond: float, generator: torch.Generator | None = None
+    model: Conditional, y: Tensor, p_uncond: float, generator: torch.Generator | None = None, **kwargs: Tensor
 ) -> Denoiser:
-    """The denoiser (x_t, t) ↦ model(x_t, t, y), each sample's condition replaced by the null
-    condition ∅ with probability p_uncond (Ho & Salimans 2022, Algorithm 1), so that one
-    network learns both predictions classifier-free guidance needs."""
+    """The denoiser (x_t, t) ↦ model(x_t, t, y, **kwargs), each sample's condition replaced by the
+    null condition ∅ with probability p_uncond (Ho & Salimans 2022, Algorithm 1), so that one
+    network learns both predictions classifier-free guidance needs. (kwargs: e.g. a ControlNet's
+    control images, never dropped.)"""
     if p_uncond > 0:
         drop = torch.rand(len(y), generator=generator, device=y.device) < p_uncond  # (B,)
         drop = drop.reshape(-1, *([1] * (y.ndim - 1)))  # (B, 1, …) against y's (B, …)
         y = torch.where(drop, model.null_condition(y), y)
-    return lambda x_t, t: model(x_t, t, y)
+    return lambda x_t, t: model(x_t, t, y, **kwargs)
 
 
-def check_denoiser_data(model: nn.Module, data: tuple[Tensor, ...]) -> None:
+def is_controlled(model: object) -> bool:
+    """Whether `model` takes a control image (a `minidiff.nn.controlnet.ControlledUNet`)."""
+    return callable(getattr(model, "check_control", None))
+
+
+def check_denoiser_data(model: nn.Module, data: tuple[Tensor, ...], control: bool = False) -> None:
     """A denoiser's training data is (x0,) or (x0, y), y one valid condition per sample of a
-    conditional model; raise ValueError naming what is wrong."""
-    if len(data) > 2:
+    conditional model; with `control` (an objective that can train a controlled model), a controlled
+    model's ends with its control images: (x0, control) or (x0, y, control). Raise ValueError naming
+    what is wrong."""
+    x0, *rest = data
+    if is_controlled(model) and not control:
+        raise ValueError(f"this objective cannot train a controlled model ({type(model).__name__}); the diffusion "
+                         "objective can")
+    if is_controlled(model):
+        if not rest:
+            raise ValueError("a controlled model trains on (x0, control) or (x0, y, control): no control images given")
+        model.check_control(rest.pop(), x0)  # one control image per sample
+    if len(rest) > 1:
         raise ValueError(f"data must be (x0,) or (x0, y), got {len(data)} tensors")
-    if len(data) == 2:
+    if rest:
         if not is_conditional(model):
             raise ValueError(f"a condition y was given with the data, but a {type(model).__name__} takes none")
-        model.check_condition(data[1], len(data[0]))  # one valid condition per sample
+        model.check_condition(rest[0], len(x0))  # one valid condition per sample
 
 
 @dataclass
@@ -258,7 +274,9 @@ class DiffusionObjective(Objective):
 
     def __call__(self, model: nn.Module, batch: tuple[Tensor, ...], generator: torch.Generator) -> Tensor:
         x0, *y = batch
-        denoiser = with_condition_dropout(model, y[0], self.p_uncond, generator) if y else model
+        control = {"control": y.pop()} if is_controlled(model) else {}  # (B, C, H, W) control images
+        denoiser = with_condition_dropout(model, y[0], self.p_uncond, generator, **control) if y else (
+            lambda x_t, t: model(x_t, t, **control))
         return diffusion_loss(denoiser, x0, self.schedule, self.prediction, generator, self.weighting, self.timesteps)
 
     def describe(self) -> dict[str, Any]:
@@ -270,7 +288,7 @@ class DiffusionObjective(Objective):
         return described | {k: v for k in ("weighting", "timesteps") if (v := getattr(self, k)) != "uniform"}
 
     def check(self, model: nn.Module, data: tuple[Tensor, ...]) -> None:
-        check_denoiser_data(model, data)
+        check_denoiser_data(model, data, control=True)
 
     def checkpoint_fields(self) -> dict[str, Any]:
         return {"schedule": self.schedule, "prediction": self.prediction, "vae": self.vae}

@@ -31,9 +31,10 @@ from minidiff import flow
 from minidiff._checks import check_choice
 from minidiff.checkpoint import Checkpoint, CheckpointError
 from minidiff.data.images import SHAPE_CLASSES, class_captions
-from minidiff.forward import is_conditional
+from minidiff.forward import is_conditional, is_controlled
 from minidiff.guidance import classifier_free_guidance
 from minidiff.latent import decode
+from minidiff.nn.controlnet import with_control
 from minidiff.nn.text import TextUNet
 from minidiff.objective import Objective
 from minidiff.pretrained import load_pretrained, load_vae
@@ -59,6 +60,7 @@ def generate(
     prompt: Prompt | None = None,
     guidance: float | None = None,
     negative: Label | Prompt | None = None,
+    control: Tensor | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
     batch_size: int = 256,
@@ -79,6 +81,10 @@ def generate(
         guidance:   classifier-free guidance scale w (default `default_guidance`: DEFAULT_GUIDANCE, or 1
                     for a consistency model; 1 = the conditional model unguided); needs a label or a prompt
         negative:   what to guide away from instead of the null condition: a label or a prompt
+        control:    for a ControlNet (`minidiff.nn.controlnet.ControlledUNet`): the control image, one
+                    (C, H, W) for all samples or one per sample (n, C, H, W), in [-1, 1]; a bool mask
+                    (`minidiff.data.shape_mask`) is read as +1 where True, -1 elsewhere. It steers both
+                    halves of classifier-free guidance
         seed:       seeds x_T and the sampler's own noise
         device:     where to sample (default: the model's device)
         batch_size: samples per sampler call (memory); the result does not depend on it for
@@ -105,6 +111,7 @@ def generate(
     w = default_guidance(ckpt) if guidance is None else guidance
     g = torch.Generator(device).manual_seed(seed)
     x_T = torch.randn((n, *ckpt.sample_shape), generator=g, device=device)  # (n, …)
+    c = _control(net, control, x_T)
     on_path = sampler in FLOW_SOLVERS  # integrate the straight path's ODE with the model's velocity
     if not on_path:  # the noise levels to visit: a spacing's, or those fitted to this model
         sigmas = optimised_levels(ckpt, sampler, steps) if spacing == "optimised" else noise_levels(
@@ -112,6 +119,8 @@ def generate(
     batches = []
     for i in range(0, n, batch_size):
         denoiser = ckpt.velocity_model if on_path else ckpt.eps_model
+        if c is not None:  # the control images bound to the denoiser, under guidance
+            denoiser = with_control(denoiser, c[i : i + batch_size])
         if y is not None:  # guidance wraps a velocity model exactly as it wraps an ε-model
             denoiser = classifier_free_guidance(denoiser, y[i : i + batch_size], y_neg[i : i + batch_size], w)
         if on_path:
@@ -182,6 +191,20 @@ def condition(net: nn.Module, n: int, label: Label | None = None, prompt: Prompt
     return labels.to(device)
 
 
+def _control(net: nn.Module, control: Tensor | None, x_T: Tensor) -> Tensor | None:
+    """The control images (n, C, H, W) in [-1, 1] on x_T's device, checked against the model."""
+    if control is None:
+        return None
+    if not is_controlled(net):
+        raise ValueError(f"control was given, but this {type(net).__name__} takes none (a ControlledUNet does)")
+    if not torch.is_tensor(control):
+        raise ValueError(f"control must be a tensor (C, H, W) or (n, C, H, W), got {type(control).__name__}")
+    c = control.float() * 2 - 1 if control.dtype == torch.bool else control
+    c = c.to(x_T).expand(len(x_T), *c.shape) if c.ndim == 3 else c.to(x_T)
+    net.check_control(c, x_T)
+    return c
+
+
 def _labels(label: Label, n: int) -> Tensor:
     labels = torch.as_tensor(label)
     if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
@@ -226,6 +249,6 @@ class SampleGrids:
         if isinstance(ema, TextUNet):
             labels = torch.arange(self.n) % len(SHAPE_CLASSES)  # as the classes' captions
         elif is_conditional(ema):
-            labels = torch.arange(self.n) % ema.config.num_classes
+            labels = torch.arange(self.n) % ema.num_classes
         images = generate(ckpt, self.n, steps=min(self.steps, ckpt.schedule.T), label=labels)
         save_samples(images, self.out_dir / f"samples_{step:06d}.png")

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from minidiff._checks import check_choice, check_finite
+from minidiff.checkpoint import Checkpoint
 from minidiff.classifier import classifier_data, load_classifier
-from minidiff.data import TOY_DATASETS, make_toy
+from minidiff.data import TOY_DATASETS, ShapesDataset, make_toy, shape_mask
 from minidiff.data.mixture import GaussianMixture
 from minidiff.files import WEIGHTS_DIR
+from minidiff.generate import generate
 
 
 def sliced_wasserstein(x: Tensor, y: Tensor, n_projections: int = 256, seed: int = 0) -> float:
@@ -117,6 +119,17 @@ def saturation(images: Tensor) -> float:
     return ((u8 == 0) | (u8 == 255)).double().mean().item()
 
 
+def mask_iou(a: Tensor, b: Tensor) -> Tensor:
+    """Intersection over union of two batches of masks (B, 1, H, W) bool, per sample (B,):
+    |a ∧ b| / |a ∨ b|, 1 where both are empty. With `minidiff.data.shape_mask` of a sample and the
+    mask it was asked to fill, how well a ControlNet's sample obeys its control."""
+    if a.shape != b.shape or a.dtype != torch.bool or b.dtype != torch.bool:
+        raise ValueError(f"a and b must be bool masks of one shape, got {a.dtype} {tuple(a.shape)} and "
+                         f"{b.dtype} {tuple(b.shape)}")
+    inter, union = (a & b).flatten(1).sum(1), (a | b).flatten(1).sum(1)  # (B,)
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter, dtype=torch.float))
+
+
 class PointMetric:
     """Sample quality for a 2-D toy dataset (`minidiff.data.TOY_DATASETS`): the sliced Wasserstein
     distance (`sliced_wasserstein`) of the samples to n held-out points of the dataset (seed 1;
@@ -219,6 +232,39 @@ class ImageMetric:
                 )
             result["accuracy"] = (logits.argmax(dim=1).cpu() == labels.cpu()).double().mean().item()
         return result
+
+
+def control_adherence(
+    ckpt: Checkpoint, n: int = 256, guidance: float = 3.0, steps: int = 25, seed: int = 0, control: bool = True
+) -> dict[str, float]:
+    """How well a ControlNet on shapes (`minidiff.nn.controlnet`) obeys its control: n held-out
+    scenes (`ShapesDataset`, seed 1) give each sample a mask (`shape_mask`) and a label; the samples
+    (`generate`, every one asked for its scene's label at `guidance`) are scored by
+
+        iou       the mean IoU (`mask_iou`) between the mask asked for and the sample's own shape mask
+        accuracy  the share the shapes classifier sees as the label asked for
+        fd        the Fréchet distance of `ImageMetric("shapes")`
+
+    control=False draws the same samples without the control (the frozen base alone): the IoU
+    a model reaches by chance, the baseline the control must beat."""
+    scenes = ShapesDataset(n, ckpt.sample_shape[-1], seed=1)
+    masks = shape_mask(scenes.images)  # (n, 1, H, W)
+    images = generate(ckpt, n, label=scenes.labels, guidance=guidance, steps=steps, seed=seed,
+                      control=masks if control else None)
+    scores = ImageMetric("shapes").evaluate(images, scenes.labels)
+    return {"iou": mask_iou(shape_mask(images), masks).mean().item(), "accuracy": scores["accuracy"],
+            "fd": scores["fd"]}
+
+
+def class_accuracy(ckpt: Checkpoint, classes: Sequence[str], n_per_class: int, guidance: float, steps: int = 25,
+                   seed: int = 0) -> float:
+    """The share of samples of a shapes model (n_per_class of each class named in `classes`, at
+    `guidance`) that the shapes classifier sees as the class asked for: how well a model draws a
+    concept, and, for the classes it knew before a fine-tune, how much it forgot."""
+    metric = ImageMetric("shapes")
+    labels = torch.tensor([metric.class_names.index(c) for c in classes]).repeat_interleave(n_per_class)  # (N,)
+    images = generate(ckpt, len(labels), label=labels, guidance=guidance, steps=steps, seed=seed)
+    return metric.evaluate(images, labels)["accuracy"]
 
 
 class CountCalls:

@@ -22,30 +22,43 @@ import torch
 from minidiff._checks import check_choice
 from minidiff.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from minidiff.files import WEIGHTS_DIR, read_manifest, verified_bytes
+from minidiff.nn.lora import load_adapter
 from minidiff.nn.vae import VAE
 
 MANIFEST = "pretrained.json"
 VAE_MANIFEST = "vaes.json"  # VAEs are no denoisers: their own manifest
+ADAPTER_MANIFEST = "adapters.json"  # LoRA adapters (`minidiff.nn.lora`), each naming the shipped base it adapts
 
 
 def list_pretrained(weights_dir: str | Path = WEIGHTS_DIR) -> dict[str, str]:
-    """The shipped models: name → one line saying what it is and how good it is."""
-    return {Path(f).stem: e.get("description", "") for f, e in sorted(read_manifest(weights_dir, MANIFEST).items())}
+    """The shipped models, adapters included: name → one line saying what it is and how good it is."""
+    return {Path(f).stem: e.get("description", "") for f, e in sorted(_entries(weights_dir).items())}
+
+
+def _entries(weights_dir: str | Path) -> dict[str, dict[str, Any]]:
+    adapters = read_manifest(weights_dir, ADAPTER_MANIFEST) if (Path(weights_dir) / ADAPTER_MANIFEST).is_file() else {}
+    return read_manifest(weights_dir, MANIFEST) | adapters
 
 
 def pretrained_info(name: str, weights_dir: str | Path = WEIGHTS_DIR) -> dict[str, Any]:
-    """The manifest entry of a shipped model: recipe, steps, training time, machine, metrics."""
+    """The manifest entry of a shipped model: recipe, steps, training time, machine, metrics (an
+    adapter's: also "base", the shipped model it adapts)."""
     check_choice("pretrained model", name, tuple(list_pretrained(weights_dir)))
-    return read_manifest(weights_dir, MANIFEST)[f"{name}.safetensors"]
+    return _entries(weights_dir)[f"{name}.safetensors"]
 
 
 def load_pretrained(name: str, device: str | torch.device = "cpu", weights_dir: str | Path = WEIGHTS_DIR) -> Checkpoint:
     """A shipped model by name, checked against its sha256: `.model` (eval mode, on `device`),
-    `.schedule`, `.prediction`, `.sample_shape`, `.vae` and `.meta` (how it was trained)."""
+    `.schedule`, `.prediction`, `.sample_shape`, `.vae` and `.meta` (how it was trained). An
+    adapter's name gives its base with the adapters added (not merged: `minidiff.nn.lora.merge`)."""
     entry = pretrained_info(name, weights_dir)
     path = Path(weights_dir) / f"{name}.safetensors"
-    data = verified_bytes(path, MANIFEST, f"re-create it with `{entry.get('command', 'its recipe')}`")
-    return load_checkpoint(path, device=device, data=data)
+    how_to_fix = f"re-create it with `{entry.get('command', 'its recipe')}`"
+    if "base" in entry:  # an adapter: its base, then the adapters (refused if the base is not theirs)
+        ckpt = load_pretrained(entry["base"], device, weights_dir)
+        load_adapter(ckpt.model, path, data=verified_bytes(path, ADAPTER_MANIFEST, how_to_fix))
+        return ckpt
+    return load_checkpoint(path, device=device, data=verified_bytes(path, MANIFEST, how_to_fix))
 
 
 def list_vaes(weights_dir: str | Path = WEIGHTS_DIR) -> dict[str, str]:

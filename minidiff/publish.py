@@ -22,14 +22,16 @@ from typing import Any
 import torch
 
 from minidiff.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from minidiff.data.images import SHAPE_CLASSES
 from minidiff.files import WEIGHTS_DIR, machine_description, record_in_manifest, sha256_of, verified_bytes
-from minidiff.forward import is_conditional
+from minidiff.forward import is_conditional, is_controlled
 from minidiff.generate import generate
 from minidiff.guidance import classifier_free_guidance
-from minidiff.metrics import dataset_metric
+from minidiff.metrics import class_accuracy, control_adherence, dataset_metric
+from minidiff.nn.lora import adapters, save_adapter
 from minidiff.nn.vae import VAE, reconstruction_mse
 from minidiff.optimise_steps import optimise_sigmas, reference_solution, sampling_error
-from minidiff.pretrained import MANIFEST, VAE_MANIFEST, load_pretrained, pretrained_info, vae_info
+from minidiff.pretrained import ADAPTER_MANIFEST, MANIFEST, VAE_MANIFEST, load_pretrained, pretrained_info, vae_info
 from minidiff.recipes import get_recipe
 from minidiff.samplers import noise_levels
 
@@ -99,10 +101,58 @@ def publish(
     }
     if conditional and sweep:
         entry["by_guidance"] = {str(w): measure(shipped, w) for w in sweep}
+    if is_controlled(shipped.model):  # a ControlNet: how well it obeys its control, and the base alone
+        adherence = functools.partial(control_adherence, shipped, n_samples, steps=steps)
+        entry["control"] = {str(w): adherence(w) for w in sorted({guidance, *sweep})}
+        entry["control"]["without_control"] = adherence(guidance, control=False)
+        entry["description"] += (f"; mask IoU {entry['control'][str(guidance)]['iou']:.2f} with the control, "
+                                 f"{entry['control']['without_control']['iou']:.2f} without (the metric above: "
+                                 "without)")
     if steps_sweep:
         entry["by_steps"] = {str(k): _quality(shipped, guidance, dataset, n_samples, sampler, k, r.holdout)
                              for k in steps_sweep}
     record_in_manifest(weights_dir, MANIFEST, path.name, entry)
+    return entry
+
+
+def publish_adapter(
+    run_checkpoint: str | Path,
+    name: str,
+    recipe: str,
+    training_time: str,
+    concept: Sequence[str],
+    guidances: Sequence[float] = (1.0, 1.5, 3.0),
+    n_per_class: int = 64,
+    weights_dir: str | Path = WEIGHTS_DIR,
+) -> dict[str, Any]:
+    """Ship the LoRA adapters of a finished run (`Recipe.lora_rank`) as `<name>.safetensors`: the
+    A and B matrices alone with their base's identity (`minidiff.nn.lora.save_adapter`), listed in
+    the adapters' manifest with the shipped model they adapt. Measured at each guidance scale, for
+    the adapted model and its base: the accuracy on the `concept` classes it was taught
+    (n_per_class samples each) and on every other class (n_per_class // 8 each: what it forgot)."""
+    r = get_recipe(recipe)
+    run = load_checkpoint(run_checkpoint)
+    path = save_adapter(run.model, Path(weights_dir) / f"{name}.safetensors")
+    entry = {"sha256": sha256_of(path.read_bytes()), "base": r.base, "recipe": recipe,
+             "command": f"python -m minidiff train --recipe {recipe} --out runs/{recipe} --steps {run.step}",
+             "steps": run.step, "rank": r.lora_rank, "bytes": path.stat().st_size,
+             "parameters": sum(m.A.weight.numel() + m.B.weight.numel() for m in adapters(run.model).values()),
+             "training_time": training_time, "machine": machine_description()}
+    record_in_manifest(weights_dir, ADAPTER_MANIFEST, path.name, entry)
+    others = [c for c in SHAPE_CLASSES if c not in concept]
+    scores = {}
+    for model_name in (name, r.base):  # the shipped adapter on its base, then the base alone
+        ckpt = load_pretrained(model_name, weights_dir=weights_dir)
+        scores[model_name] = {str(w): {"concept": class_accuracy(ckpt, concept, n_per_class, w, seed=1),
+                                       "others": class_accuracy(ckpt, others, n_per_class // 8, w, seed=1)}
+                              for w in guidances}
+    best = scores[name][str(max(guidances))]
+    entry |= {"description": f"LoRA rank {r.lora_rank} on {r.base} ({entry['parameters']:,} parameters, "
+              f"{entry['bytes'] / 1e3:.0f} kB) taught {', '.join(concept)}: {best['concept']:.0%} of them right "
+              f"at guidance {max(guidances)} ({scores[r.base][str(max(guidances))]['concept']:.0%} before)",
+              "metric": {"concept": list(concept), "samples_per_class": n_per_class, "sampler": "ddim-25",
+                         "adapted": scores[name], "base": scores[r.base]}}
+    record_in_manifest(weights_dir, ADAPTER_MANIFEST, path.name, entry)
     return entry
 
 

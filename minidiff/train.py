@@ -139,9 +139,12 @@ def ema_decay_at(step: int, decay: float) -> float:
 
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """θ_ema ← decay·θ_ema + (1-decay)·θ for every parameter; buffers are copied."""
+    """θ_ema ← decay·θ_ema + (1-decay)·θ for every trained parameter; buffers are copied. Frozen
+    parameters (a fine-tune's base) are left as they are, bit for bit (the update would turn a -0.0
+    into +0.0, and the base's weights would no longer hash to the base's)."""
     for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
-        p_ema.lerp_(p, 1 - decay)  # p_ema + (1-decay)·(p - p_ema)
+        if p.requires_grad:
+            p_ema.lerp_(p, 1 - decay)  # p_ema + (1-decay)·(p - p_ema)
     for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
         b_ema.copy_(b)
 

@@ -40,6 +40,8 @@ NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
         "dit_block_params",
         "unic_step",
         "consistency_coefficients",
+        "lora_delta",
+        "mask_iou",
     ],
 )
 def test_solutions_pass(name, capsys):
@@ -111,6 +113,13 @@ MISTAKES = [
     (ex.check_consistency_coefficients, lambda t: (0.25 / (100 * t**2 + 0.25), 5 * t / (100 * t**2 + 0.25) ** 0.5),
      "factor σ_d"),
     (ex.check_consistency_coefficients, lambda t: (0.25 / (t**2 + 0.25), t / (t**2 + 0.25) ** 0.5), "not scaled"),
+    (ex.check_lora_delta, lambda A, B, alpha: B @ A, "scale is missing"),
+    (ex.check_lora_delta, lambda A, B, alpha: alpha * B @ A, "not α/r"),
+    (ex.check_lora_delta, lambda A, B, alpha: alpha / A.shape[0] * A.T @ B.T, "W's shape"),
+    (ex.check_mask_iou, lambda a, b: (a & b).flatten(1).sum(1) / a.flatten(1).sum(1), "first mask alone"),
+    (ex.check_mask_iou, lambda a, b: 2 * (a & b).flatten(1).sum(1) / (a.flatten(1).sum(1) + b.flatten(1).sum(1)),
+     "Dice"),
+    (ex.check_mask_iou, lambda a, b: (a & b).sum() / (a | b).sum(), "One IoU per sample"),
 ]
 
 

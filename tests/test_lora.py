@@ -3,11 +3,17 @@ to the base they were trained on."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
+from minidiff.checkpoint import load_checkpoint, save_checkpoint
+from minidiff.forward import DiffusionObjective
 from minidiff.nn import UNet, UNetConfig
 from minidiff.nn.lora import LoRA, adapters, add_lora, base_identity, load_adapter, merge, save_adapter, unmerge
+from minidiff.schedules import NoiseSchedule
+from minidiff.train import MODEL, TrainConfig, train
 
 TINY = UNetConfig(channels=8, channel_mults=(1, 2), blocks_per_level=1, groups=4, heads=2, num_classes=3)
 
@@ -72,8 +78,11 @@ def test_an_adapter_round_trips_through_its_file_and_holds_no_pickle(tmp_path):
     randomise_adapters(net)
     path = save_adapter(net, tmp_path / "adapter.safetensors")
     assert path.stat().st_size < 50_000
-    header_length = int.from_bytes(path.read_bytes()[:8], "little")
-    assert path.read_bytes()[8:9] == b"{" and header_length < path.stat().st_size  # safetensors: JSON then tensors
+    data = path.read_bytes()
+    header_length = int.from_bytes(data[:8], "little")
+    tensors = json.loads(data[8 : 8 + header_length])
+    tensor_bytes = sum(e["data_offsets"][1] - e["data_offsets"][0] for k, e in tensors.items() if k != "__metadata__")
+    assert len(data) == 8 + header_length + tensor_bytes  # a JSON header and raw tensors, nothing else
     fresh = unet()
     assert base_identity(fresh) == base_identity(net)  # the adapters and the wrapping are not part of the base
     load_adapter(fresh, path)
@@ -99,3 +108,37 @@ def test_misuse_is_named(tmp_path):
         add_lora(unet(), targets=("*nothing_here",))
     with pytest.raises(ValueError, match="no LoRA adapters to save"):
         save_adapter(unet(), tmp_path / "a.safetensors")
+
+
+def test_fine_tuning_an_adapter_through_the_engine_leaves_the_base_and_reloads_as_saved(tmp_path):
+    net = unet()
+    with torch.no_grad():  # a shipped float16 base holds negative zeros: the EMA must not turn them into +0.0
+        next(iter(net.parameters())).view(-1)[:3] = -0.0
+    base = {k: v.clone() for k, v in net.state_dict().items()}
+    identity = base_identity(net)
+    add_lora(net, rank=2)
+    x0 = torch.rand(16, 1, 8, 8) * 2 - 1
+    config = TrainConfig(steps=12, batch_size=8, warmup=1, checkpoint_every=6)  # (by step 12 the EMA's weight < ½)
+    ema, _ = train(net, (x0, torch.randint(0, 3, (16,))), DiffusionObjective(NoiseSchedule.cosine(100), "v"), config,
+                   out_dir=tmp_path)
+    frozen = {k.replace(".base.", "."): v for k, v in net.state_dict().items()
+              if not k.endswith((".A.weight", ".B.weight"))}
+    assert frozen.keys() == base.keys() and all(torch.equal(frozen[k], base[k]) for k in base)
+    assert any(m.B.weight.abs().sum() > 0 for m in adapters(net).values())  # the adapters trained
+    loaded = load_checkpoint(tmp_path / MODEL).model  # the checkpoint records the adapters: rebuilt without help
+    assert base_identity(loaded) == base_identity(ema) == identity  # still the same base, bit for bit
+    assert set(adapters(loaded)) == set(adapters(net))
+    x, t, y = inputs()
+    assert torch.equal(loaded(x, t, y), ema(x, t, y))
+    merge(net)
+    with pytest.raises(ValueError, match="unmerge them before saving"):
+        save_checkpoint(tmp_path / "merged.safetensors", net)
+
+
+def test_a_corrupt_adapter_file_is_named(tmp_path):
+    net = unet()
+    add_lora(net, rank=2)
+    path = save_adapter(net, tmp_path / "adapter.safetensors")
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(ValueError, match="adapter.safetensors is not a readable safetensors file"):
+        load_adapter(unet(), path)

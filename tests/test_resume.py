@@ -19,6 +19,8 @@ from minidiff.flow import FlowObjective
 from minidiff.forward import DiffusionObjective
 from minidiff.nn import DiTConfig, MLPConfig, UNetConfig
 from minidiff.nn.classifier import ClassifierConfig
+from minidiff.nn.controlnet import ControlNetConfig
+from minidiff.nn.lora import add_lora
 from minidiff.nn.vae import VAEConfig, VAEObjective
 from minidiff.objective import Objective
 from minidiff.schedules import NoiseSchedule
@@ -33,6 +35,7 @@ class Case(NamedTuple):
     data: tuple[torch.Tensor, ...]
     objective: Callable[[], Objective]  # a fresh objective for every run (some keep state)
     train: TrainConfig
+    lora_rank: int | None = None  # fine-tune LoRA adapters of this rank only (the rest frozen)
 
 
 def images(n: int, channels: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -101,6 +104,19 @@ CASES = {
         lambda: ConsistencyDistillation(tiny_teacher(), "tiny", guidance=2.0, intervals=10),
         TrainConfig(steps=STEPS, batch_size=8, warmup=3, checkpoint_every=EVERY),
     ),
+    "lora-fine-tuning-unet-labels": Case(  # a frozen base with trainable adapters
+        TINY_UNET,
+        (images(32, 1, 8), labels(32)),
+        lambda: DiffusionObjective(SCHEDULE, prediction="v"),
+        TrainConfig(steps=STEPS, batch_size=8, warmup=3, checkpoint_every=EVERY),
+        lora_rank=2,
+    ),
+    "controlnet-unet-labels": Case(  # a frozen base beside a trainable copy; data (x0, y, control)
+        ControlNetConfig(dataclasses.replace(TINY_UNET, in_channels=1)),
+        (images(32, 1, 8), labels(32), (images(32, 1, 8, seed=2) > 0).float() * 2 - 1),
+        lambda: DiffusionObjective(SCHEDULE, prediction="v", p_uncond=0.3),
+        TrainConfig(steps=STEPS, batch_size=8, warmup=3, checkpoint_every=EVERY),
+    ),
     "vae": Case(
         VAEConfig(channels=8, channel_mults=(1, 2, 2), groups=4),
         (images(32, 3, 16),),
@@ -116,9 +132,12 @@ CASES = {
 }
 
 
-def model(config, seed: int = 0) -> torch.nn.Module:
+def model(config, seed: int = 0, lora_rank: int | None = None) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return model_from_config(config)
+    net = model_from_config(config)
+    if lora_rank is not None:
+        add_lora(net, lora_rank)
+    return net
 
 
 class Crash(Exception):
@@ -141,13 +160,13 @@ def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_an_interrupted_run_resumed_ends_where_an_uninterrupted_one_does(tmp_path, case):
-    straight = model(case.config)
+    straight = model(case.config, lora_rank=case.lora_rank)
     ema, losses = train(straight, case.data, case.objective(), case.train, out_dir=tmp_path / "a")
     assert [s for s, _ in losses] == list(range(1, STEPS + 1))
 
     with pytest.raises(Crash):
         train(
-            model(case.config),
+            model(case.config, lora_rank=case.lora_rank),
             case.data,
             case.objective(),
             case.train,
@@ -158,7 +177,7 @@ def test_an_interrupted_run_resumed_ends_where_an_uninterrupted_one_does(tmp_pat
     assert interrupted.step == 8 and interrupted.meta["losses"] == [list(sl) for sl in losses[:8]]
     assert all(len(values) == 8 for values in interrupted.meta["terms"].values())
 
-    resumed = model(case.config, seed=123)  # other initial weights: the checkpoint's must win
+    resumed = model(case.config, seed=123, lora_rank=case.lora_rank)  # other initial weights: the checkpoint's must win
     seen = []
     ema_b, losses_b = train(
         resumed,

@@ -11,6 +11,7 @@ from minidiff.data.images import (
     DigitsDataset,
     LabelledImages,
     ShapesDataset,
+    shape_mask,
 )
 from minidiff.data.mixture import GaussianMixture
 from minidiff.data.toy2d import TOY_DATASETS, eight_gaussians, make_toy, three_gaussians
@@ -32,6 +33,7 @@ __all__ = [
     "eight_gaussians",
     "load_mnist",
     "make_toy",
+    "shape_mask",
     "read_idx",
     "three_gaussians",
 ]

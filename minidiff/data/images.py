@@ -39,6 +39,20 @@ def class_captions(labels: Tensor) -> list[str]:
     return [f"a {SIZES[i % 2]} {SHAPE_CLASSES[k]}" for i, k in enumerate(labels.tolist())]
 
 
+MASK_SATURATION = 0.4  # the shapes' colours have saturation > 0.5, the greyish backgrounds < 0.3
+
+
+def shape_mask(images: Tensor) -> Tensor:
+    """Where the shape is in shapes images (B, 3, H, W) in [-1, 1]: (B, 1, H, W) bool, the pixels whose
+    saturation max(r, g, b) - min(r, g, b) (in [0, 1]) exceeds MASK_SATURATION. The shapes are drawn in
+    saturated colours on greyish backgrounds, so this finds a shape in a real image or a sample alike:
+    the control image of a ControlNet (`minidiff.nn.controlnet`) and the measure of how well a sample obeys one."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(images.shape)}")
+    rgb = (images + 1) / 2  # (B, 3, H, W) in [0, 1]
+    return (rgb.amax(1, keepdim=True) - rgb.amin(1, keepdim=True)) > MASK_SATURATION
+
+
 class LabelledImages(Dataset):
     """Images held in memory with an integer class label each.
 

@@ -63,6 +63,12 @@ from minidiff.exercises.l12_few_steps import (
     solution_consistency_coefficients,
     solution_unic_step,
 )
+from minidiff.exercises.l13_adapting_models import (
+    check_lora_delta,
+    check_mask_iou,
+    solution_lora_delta,
+    solution_mask_iou,
+)
 
 _SOLUTIONS = {
     name.removeprefix("solution_"): fn for name, fn in sorted(globals().items()) if name.startswith("solution_")
@@ -93,6 +99,8 @@ __all__ = [
     "check_euler_step",
     "check_flow_euler_step",
     "check_kl",
+    "check_lora_delta",
+    "check_mask_iou",
     "check_nfe",
     "check_patchify",
     "check_path",
@@ -116,6 +124,8 @@ __all__ = [
     "solution_euler_step",
     "solution_flow_euler_step",
     "solution_kl",
+    "solution_lora_delta",
+    "solution_mask_iou",
     "solution_nfe",
     "solution_patchify",
     "solution_path",

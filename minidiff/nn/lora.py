@@ -26,7 +26,7 @@ import safetensors.torch
 import torch
 from torch import Tensor, nn
 
-from minidiff.files import tensors_sha256, write_atomic
+from minidiff.files import safetensors_metadata, tensors_sha256, write_atomic
 
 DEFAULT_TARGETS = ("*qkv", "*.q", "*.kv", "*proj")  # the attention projections (SelfAttention, CrossAttention, DiT)
 FORMAT = "minidiff-lora"
@@ -125,6 +125,21 @@ def unmerge(model: nn.Module) -> None:
         m.unmerge()
 
 
+def adapter_spec(model: nn.Module) -> dict | None:
+    """The rank, α and layers of `model`'s adapters (None if it has none): what a checkpoint records
+    so that `add_lora(model, spec["rank"], spec["alpha"], spec["layers"])` rebuilds them. Merged
+    adapters cannot be recorded: their change is already inside the base weights."""
+    found = adapters(model)
+    if not found:
+        return None
+    if any(m.merged for m in found.values()):
+        raise ValueError("the model's adapters are merged into its weights: unmerge them before saving")
+    first = next(iter(found.values()))
+    if any((m.rank, m.alpha) != (first.rank, first.alpha) for m in found.values()):
+        raise ValueError("the model's adapters have different ranks or alphas; a checkpoint records one of each")
+    return {"rank": first.rank, "alpha": first.alpha, "layers": list(found)}
+
+
 def base_identity(model: nn.Module) -> dict[str, str]:
     """What an adapter is tied to: the base network's class, config and a hash of its own weights
     (the adapters' A and B left out, merged changes taken out)."""
@@ -156,14 +171,19 @@ def save_adapter(model: nn.Module, path: str | Path) -> Path:
     return write_atomic(Path(path), safetensors.torch.save(tensors, metadata=meta))
 
 
-def load_adapter(model: nn.Module, path: str | Path, *, allow_other_base: bool = False) -> list[str]:
+def load_adapter(model: nn.Module, path: str | Path, *, allow_other_base: bool = False,
+                 data: bytes | None = None) -> list[str]:
     """Add the adapters saved in `path` to `model` (no pickle: safetensors). Refuses, with a
     ValueError naming both, a base other than the one they were trained on (another class, config
-    or weights), unless `allow_other_base` (to show what goes wrong). Returns the layers adapted."""
+    or weights), unless `allow_other_base` (to show what goes wrong). `data`: the file's bytes if
+    already read (and checked). Returns the layers adapted."""
     path = Path(path)
-    with safetensors.safe_open(path, "pt") as f:
-        meta = f.metadata() or {}
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    data = path.read_bytes() if data is None else data
+    meta = safetensors_metadata(data, path)
+    try:
+        tensors = safetensors.torch.load(data)
+    except (safetensors.SafetensorError, ValueError) as error:
+        raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt?): {error}") from None
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not a minidiff LoRA adapter (no {FORMAT!r} metadata)")
     ours, theirs = base_identity(model), {k: meta.get(k) for k in ("class", "weights_sha256", "config")}

@@ -209,31 +209,55 @@ class UNet(LabelConditioned, nn.Module):
         context: Tensor | None = None,
         context_mask: Tensor | None = None,
     ) -> Tensor:
-        self._check_inputs(x_t, t, y, context, context_mask)
-        c = self.config
-        amp = torch.autocast(x_t.device.type, dtype=torch.bfloat16) if c.bf16 else contextlib.nullcontext()
-        with amp:
-            emb = self.time_embedding(t)  # (B, E)
-            emb = self.embed_condition(emb, y)  # + the label's embedding (B, E); y = None: the null label
-            emb = F.silu(emb)  # once here rather than in every block
-            if c.channels_last:
-                x_t = x_t.contiguous(memory_format=torch.channels_last)
-            h = self.inp(x_t)  # (B, C, H, W)
-            skips = []
-            for level in self.down:
-                for block in level["blocks"]:
-                    h = block(h, emb, context, context_mask)  # (B, C_i, H/2^i, W/2^i)
-                    skips.append(h)
-                h = level["resample"](h)  # (B, C_i, H/2^(i+1), W/2^(i+1)) except at the lowest level
-            for block in self.mid:
-                h = block(h, emb, context, context_mask)  # (B, C_lowest, H/2^(levels-1), W/2^(levels-1))
-            for level in self.up:
-                for block in level["blocks"]:
-                    h = block(torch.cat([h, skips.pop()], dim=1), emb, context, context_mask)  # (B, C_i, …)
-                h = level["resample"](h)  # (B, C_(i-1), H/2^(i-1), W/2^(i-1)) except at level 0
-            return self.out(h).to(x_t.dtype)  # (B, out_channels, H, W)
+        self.check_inputs(x_t, t, y, context, context_mask)
+        with self.autocast(x_t):
+            emb = self.embed(t, y)  # (B, E)
+            h, skips = self.encode(x_t, emb, context, context_mask)
+            return self.decode(h, skips, emb, context, context_mask).to(x_t.dtype)  # (B, out_channels, H, W)
 
-    def _check_inputs(
+    def autocast(self, x_t: Tensor) -> contextlib.AbstractContextManager:
+        """bfloat16 autocast on x_t's device if config.bf16, else nothing."""
+        return torch.autocast(x_t.device.type, dtype=torch.bfloat16) if self.config.bf16 else contextlib.nullcontext()
+
+    def embed(self, t: Tensor, y: Tensor | None) -> Tensor:
+        """SiLU(time embedding + label embedding), what every block reads: (B, E)."""
+        emb = self.time_embedding(t)  # (B, E)
+        emb = self.embed_condition(emb, y)  # + the label's embedding (B, E); y = None: the null label
+        return F.silu(emb)  # once here rather than in every block
+
+    def encode(
+        self, x_t: Tensor, emb: Tensor, context: Tensor | None, context_mask: Tensor | None, hint: Tensor | None = None
+    ) -> tuple[Tensor, list[Tensor]]:
+        """The way down and the middle: (h at the lowest level, the skips, first level first).
+        `hint` (B, C, H, W), if given, is added after the input convolution (how a ControlNet's
+        control image enters its copy of the encoder, `minidiff.nn.controlnet`)."""
+        if self.config.channels_last:
+            x_t = x_t.contiguous(memory_format=torch.channels_last)
+        h = self.inp(x_t)  # (B, C, H, W)
+        if hint is not None:
+            h = h + hint
+        skips = []
+        for level in self.down:
+            for block in level["blocks"]:
+                h = block(h, emb, context, context_mask)  # (B, C_i, H/2^i, W/2^i)
+                skips.append(h)
+            h = level["resample"](h)  # (B, C_i, H/2^(i+1), W/2^(i+1)) except at the lowest level
+        for block in self.mid:
+            h = block(h, emb, context, context_mask)  # (B, C_lowest, H/2^(levels-1), W/2^(levels-1))
+        return h, skips
+
+    def decode(
+        self, h: Tensor, skips: list[Tensor], emb: Tensor, context: Tensor | None, context_mask: Tensor | None
+    ) -> Tensor:
+        """The way up, each block taking its mirror's skip, and the output layer."""
+        skips = list(skips)
+        for level in self.up:
+            for block in level["blocks"]:
+                h = block(torch.cat([h, skips.pop()], dim=1), emb, context, context_mask)  # (B, C_i, …)
+            h = level["resample"](h)  # (B, C_(i-1), H/2^(i-1), W/2^(i-1)) except at level 0
+        return self.out(h)  # (B, out_channels, H, W)
+
+    def check_inputs(
         self, x_t: Tensor, t: Tensor, y: Tensor | None, context: Tensor | None, context_mask: Tensor | None
     ) -> None:
         c = self.config
