@@ -64,14 +64,20 @@ def shipped_bytes(model: torch.nn.Module, ckpt) -> int:
         return path.stat().st_size
 
 
-def fine_tune() -> list[dict]:
+def fine_tune(previous: list[dict]) -> list[dict]:
+    """A row per recipe; a run already finished in runs/<recipe> is not trained again (its CPU
+    minutes are the previous results' for it)."""
+    timed = {row["recipe"]: row["cpu_minutes"] for row in previous}
     rows = [{"recipe": BASE + " (before)", "trained": 0, "cpu_minutes": 0.0, "bytes": 0,
              **accuracies(load_pretrained(BASE))}]
     for recipe in RECIPES:
-        start = time.process_time()
         out = RUNS / recipe
-        train_recipe(recipe, out, device="cpu", resume=(out / "last.safetensors").exists())
-        minutes = (time.process_time() - start) / 60
+        if (out / MODEL).exists() and recipe in timed:
+            minutes = timed[recipe]
+        else:
+            start = time.process_time()
+            train_recipe(recipe, out, device="cpu", resume=(out / "last.safetensors").exists())
+            minutes = (time.process_time() - start) / 60
         ckpt = load_checkpoint(out / MODEL)
         trained = sum(m.A.weight.numel() + m.B.weight.numel() for m in adapters(ckpt.model).values()) or sum(
             p.numel() for p in ckpt.model.parameters())
@@ -115,7 +121,7 @@ def main() -> None:
     args = parser.parse_args()
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if args.part in ("fine_tune", "both"):
-        results["fine_tune"] = fine_tune()
+        results["fine_tune"] = fine_tune(results.get("fine_tune", []))
         print(table(results["fine_tune"]))
     if args.part in ("base", "both"):
         results["base"] = other_bases()

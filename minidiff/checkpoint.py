@@ -49,6 +49,7 @@ from minidiff.nn.controlnet import ControlledUNet, ControlNetConfig
 from minidiff.nn.lora import adapter_spec, add_lora
 from minidiff.nn.text import TextUNet, TextUNetConfig
 from minidiff.nn.vae import VAE, VAEConfig
+from minidiff.nn.video import VideoUNet, VideoUNetConfig
 from minidiff.schedules import NoiseSchedule
 
 FORMAT = "minidiff-checkpoint"
@@ -64,6 +65,7 @@ MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "Classifier": (Classifier, ClassifierConfig),
     "DiT": (DiT, DiTConfig),
     "ControlledUNet": (ControlledUNet, ControlNetConfig),
+    "VideoUNet": (VideoUNet, VideoUNetConfig),
 }
 
 

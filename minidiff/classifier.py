@@ -29,7 +29,9 @@ from torch import Tensor, nn
 
 from minidiff._checks import check_choice
 from minidiff.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from minidiff.data.images import DigitsDataset, LabelledImages, ShapesDataset
+from minidiff.data.clips import FRAMES, ShapeClips
+from minidiff.data.images import SHAPE_CLASSES, DigitsDataset, LabelledImages, ShapesDataset
+from minidiff.data.sounds import SoundsDataset
 from minidiff.files import (
     WEIGHTS_DIR,
     WeightsError,
@@ -50,7 +52,7 @@ MANIFEST = "classifiers.json"
 class ClassifierRecipe:
     """How the shipped classifier of one dataset is trained."""
 
-    dataset: str  # "digits" or "shapes"
+    dataset: str  # "digits", "shapes", "sounds" or "clip_frames"
     image_size: int  # the side of the images it classifies (that of the diffusion recipes)
     config: ClassifierConfig
     steps: int
@@ -63,15 +65,19 @@ class ClassifierRecipe:
 CLASSIFIER_RECIPES: dict[str, ClassifierRecipe] = {
     "digits": ClassifierRecipe("digits", 16, ClassifierConfig(in_channels=1, num_classes=10), steps=400),
     "shapes": ClassifierRecipe("shapes", 32, ClassifierConfig(in_channels=3, num_classes=16), steps=300, max_shift=2),
+    # spectrograms: no shifts (a shift in frequency is another pitch)
+    "sounds": ClassifierRecipe("sounds", 32, ClassifierConfig(in_channels=1, num_classes=18), steps=300, max_shift=0),
+    # the frames of `minidiff.data.clips` (16×16): per-frame quality of a video model
+    "clip_frames": ClassifierRecipe("clip_frames", 16, ClassifierConfig(in_channels=3, num_classes=16), steps=300),
 }
-SHAPES_SPLITS = {"train": (20_000, 0), "test": (2_000, 1)}  # split → (n, seed) of ShapesDataset
+SHAPES_SPLITS = {"train": (20_000, 0), "test": (2_000, 1)}  # split → (n, seed) of ShapesDataset (SoundsDataset)
 
 
 def classifier_data(dataset: str, split: str) -> LabelledImages:
     """The images a classifier trains ("train") or is scored on ("test"), at its recipe's size.
 
-    digits: DigitsDataset's fixed train / test split. shapes: 20,000 images of seed 0 / 2,000
-    of seed 1 (the diffusion recipe trains on seed 0, so seed 1 is held out from both).
+    digits: DigitsDataset's fixed train / test split. shapes (and sounds' spectrograms): 20,000 of
+    seed 0 / 2,000 of seed 1 (the diffusion recipe trains on seed 0, so seed 1 is held out from both).
     """
     check_choice("dataset", dataset, tuple(CLASSIFIER_RECIPES))
     check_choice("split", split, ("train", "test"))
@@ -79,7 +85,10 @@ def classifier_data(dataset: str, split: str) -> LabelledImages:
     if dataset == "digits":
         return DigitsDataset(size, split=split)
     n, seed = SHAPES_SPLITS[split]
-    return ShapesDataset(n, size, seed=seed)
+    if dataset == "clip_frames":  # every frame of n / FRAMES clips, with its clip's label
+        clips = ShapeClips(n // FRAMES, seed=seed)
+        return LabelledImages(clips.clips.flatten(0, 1), clips.labels.repeat_interleave(FRAMES), SHAPE_CLASSES)
+    return SoundsDataset(n, seed=seed) if dataset == "sounds" else ShapesDataset(n, size, seed=seed)
 
 
 def random_shift(x: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:

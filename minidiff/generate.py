@@ -67,7 +67,8 @@ def generate(
     **sampler_kwargs,
 ) -> Tensor:
     """n samples from a trained diffusion model: images (n, C, H, W) clamped to [-1, 1] (decoded
-    by the model's VAE if it is a latent model), or points (n, D) for a 2-D toy model.
+    by the model's VAE if it is a latent model), clips (n, F, C, H, W) for a video model, or points
+    (n, D) for a 2-D toy model.
 
     Args:
         model:      a loaded checkpoint (`load_checkpoint`, `load_pretrained`) or a shipped model's name
@@ -132,8 +133,8 @@ def generate(
     x0 = torch.cat(batches)
     if ckpt.vae is not None:
         x0 = decode(_vae(ckpt.vae, device), x0)
-    is_image = x0.ndim == 4 and x0.shape[1] in (1, 3)  # (latents without a VAE, points: as sampled)
-    return x0.clamp(-1, 1) if is_image else x0
+    is_image = x0.ndim in (4, 5) and x0.shape[-3] in (1, 3)  # images or clips (latents without a VAE, points: as
+    return x0.clamp(-1, 1) if is_image else x0  # sampled)
 
 
 def optimised_levels(ckpt: Checkpoint, sampler: str, steps: int) -> list[float]:

@@ -11,8 +11,10 @@ from torch import Tensor
 from minidiff._checks import check_choice, check_finite
 from minidiff.checkpoint import Checkpoint
 from minidiff.classifier import classifier_data, load_classifier
-from minidiff.data import TOY_DATASETS, ShapesDataset, make_toy, shape_mask
+from minidiff.data import SHAPE_CLASSES, TOY_DATASETS, ShapesDataset, make_toy, shape_mask
+from minidiff.data.clips import path_residual, track
 from minidiff.data.mixture import GaussianMixture
+from minidiff.data.sounds import PITCHES, dominant_frequency, nearest_pitch, to_waveform
 from minidiff.files import WEIGHTS_DIR
 from minidiff.generate import generate
 
@@ -151,8 +153,11 @@ class PointMetric:
 
 def dataset_metric(dataset: str) -> ImageMetric | PointMetric:
     """The metric publish and the benchmarks score a dataset's samples with: `ImageMetric` for
-    "digits" and "shapes", `PointMetric` for a 2-D toy."""
-    return PointMetric(dataset) if dataset in TOY_DATASETS else ImageMetric(dataset)
+    "digits", "shapes" and "clip_frames", `SoundMetric` for "sounds", `ClipMetric` for "clips",
+    `PointMetric` for a 2-D toy."""
+    if dataset in TOY_DATASETS:
+        return PointMetric(dataset)
+    return {"sounds": SoundMetric, "clips": ClipMetric}.get(dataset, lambda: ImageMetric(dataset))()
 
 
 class ImageMetric:
@@ -232,6 +237,65 @@ class ImageMetric:
                 )
             result["accuracy"] = (logits.argmax(dim=1).cpu() == labels.cpu()).double().mean().item()
         return result
+
+
+class SoundMetric(ImageMetric):
+    """`ImageMetric` for the spectrograms of `minidiff.data.sounds` (FD and accuracy by the shipped
+    sounds classifier), and with labels (timbre·6 + pitch) two accuracies apart:
+
+    - pitch_accuracy: the sound is turned back into a waveform (`to_waveform`, Griffin-Lim) and its
+      dominant frequency (`dominant_frequency`, an FFT) is nearest to the pitch asked for: a measure
+      that needs no trained network at all;
+    - timbre_accuracy: the classifier sees the timbre asked for (whatever the pitch)."""
+
+    def __init__(self, weights_dir: str | None = None):
+        super().__init__("sounds", weights_dir)
+
+    def evaluate(self, images: Tensor, labels: Tensor | None = None) -> dict[str, float]:
+        result = super().evaluate(images, labels)
+        if labels is not None:
+            n_pitches = len(PITCHES)
+            heard = nearest_pitch(dominant_frequency(to_waveform(images.float().cpu())))
+            result["pitch_accuracy"] = (heard == labels.cpu() % n_pitches).double().mean().item()
+            seen = self.predict(images)
+            result["timbre_accuracy"] = (seen // n_pitches == labels.cpu() // n_pitches).double().mean().item()
+        return result
+
+
+class ClipMetric:
+    """What a clip model of `minidiff.data.clips` must get right, for clips (B, F, 3, 16, 16), and with
+    `labels` (B,) the class each was asked for:
+
+        fd, accuracy   every frame as an image: `ImageMetric("clip_frames")` (a classifier trained on
+                       real frames), its Fréchet distance and the share of frames of the class asked for
+        same_class     the share of clips whose frames the classifier all sees as one class
+        path_residual  the median over clips of how far the tracked centre is from a straight line at
+                       constant speed (`minidiff.data.clips.path_residual`, pixels)
+        lost           the share of frames where no shape is found (`track`)
+
+    Read them against real clips scored the same way."""
+
+    class_names = SHAPE_CLASSES
+
+    def __init__(self, weights_dir: str | None = None):
+        self.frames = ImageMetric("clip_frames", weights_dir)
+
+    def evaluate(self, clips: Tensor, labels: Tensor | None = None) -> dict[str, float]:
+        if clips.ndim != 5:
+            raise ValueError(f"clips must have shape (B, F, 3, H, W), got {tuple(clips.shape)}")
+        B, Fr = clips.shape[:2]
+        frames = clips.flatten(0, 1)  # (B·F, 3, H, W)
+        scores = self.frames.evaluate(frames, None if labels is None else labels.repeat_interleave(Fr))
+        seen = self.frames.predict(frames).reshape(B, Fr)
+        centres = track(clips.float().cpu())
+        result = {"fd": scores["fd"], "same_class": (seen == seen[:, :1]).all(1).double().mean().item(),
+                  "path_residual": path_residual(centres).nanmedian().item(),
+                  "lost": centres.isnan().any(-1).double().mean().item()}
+        return result | ({"accuracy": scores["accuracy"]} if labels is not None else {})
+
+    def predict(self, clips: Tensor) -> Tensor:
+        """The class the frame classifier sees in most frames of each clip, (B,)."""
+        return self.frames.predict(clips.flatten(0, 1)).reshape(clips.shape[:2]).mode(1).values
 
 
 def control_adherence(

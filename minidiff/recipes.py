@@ -29,6 +29,8 @@ from minidiff._checks import check_choice
 from minidiff.checkpoint import model_from_config
 from minidiff.course import default_device
 from minidiff.data import TOY_DATASETS, DigitsDataset, ShapesDataset, make_toy, shape_mask
+from minidiff.data.clips import FRAMES, ShapeClips
+from minidiff.data.sounds import SoundsDataset
 from minidiff.distill import ConsistencyDistillation
 from minidiff.flow import FlowObjective
 from minidiff.forward import DiffusionObjective
@@ -38,12 +40,13 @@ from minidiff.nn.controlnet import ControlledUNet, ControlNetConfig
 from minidiff.nn.lora import DEFAULT_TARGETS, add_lora
 from minidiff.nn.text import TextUNetConfig, Tokenizer
 from minidiff.nn.vae import VAEConfig, VAEObjective, reconstruction_mse
+from minidiff.nn.video import VideoUNetConfig
 from minidiff.objective import Objective
 from minidiff.pretrained import load_pretrained, load_vae, vae_info
 from minidiff.schedules import NoiseSchedule
 from minidiff.train import Callback, TrainConfig, TrainResult, train
 
-DATASETS = ("digits", "shapes", *TOY_DATASETS)
+DATASETS = ("digits", "shapes", "sounds", "clips", "clip_frames", *TOY_DATASETS)
 CONDITIONS = (None, "label", "caption")
 CONTROLS = ("mask",)  # what a ControlNet recipe's control image is
 OBJECTIVE_KINDS = ("diffusion", "flow", "consistency")
@@ -55,8 +58,9 @@ class Recipe:
 
     name: str
     description: str  # one line for `--help`
-    dataset: str  # "digits", "shapes" or a 2-D toy (TOY_DATASETS)
-    model: UNetConfig | DiTConfig | MLPConfig | TextUNetConfig | VAEConfig | ControlNetConfig  # (model_from_config)
+    dataset: str  # "digits", "shapes", "sounds" (spectrograms, `minidiff.data.sounds`), "clips"
+    # (`minidiff.data.clips`), "clip_frames" (the clips' frames as single images) or a 2-D toy (TOY_DATASETS)
+    model: UNetConfig | DiTConfig | MLPConfig | TextUNetConfig | VAEConfig | ControlNetConfig | VideoUNetConfig
     training: TrainConfig  # steps, batch size, learning rate, EMA, seed, …
     schedule: str = "cosine"  # noise schedule name, see `NoiseSchedule.from_name`
     T: int = 1000  # training timesteps
@@ -98,6 +102,10 @@ class Recipe:
             return make_toy(self.dataset, self.n, seed=0), None
         if self.dataset == "digits":
             d = DigitsDataset(self.image_size, split="train")
+        elif self.dataset == "sounds":
+            d = SoundsDataset(self.n, seed=0)
+        elif self.dataset in ("clips", "clip_frames"):
+            return self._clips()
         else:
             d = ShapesDataset(self.n, self.image_size, seed=0)
         keep = ~torch.isin(d.labels, _class_ids(d, self.holdout))
@@ -109,6 +117,15 @@ class Recipe:
             captions = [c for c, k in zip(d.captions, keep.tolist(), strict=True) if k]
             return d.images[keep], Tokenizer(self.model.text.vocab, self.model.text.max_len).encode(captions)
         return d.images[keep], d.labels[keep] if self.condition == "label" else None
+
+    def _clips(self) -> tuple[Tensor, Tensor | None]:
+        """n clips (n, FRAMES, 3, 16, 16) with their labels, or for "clip_frames" their frames as
+        images (n·FRAMES, 3, 16, 16), each with its clip's label."""
+        d = ShapeClips(self.n, seed=0)
+        x, y = d.clips, d.labels
+        if self.dataset == "clip_frames":
+            x, y = x.flatten(0, 1), y.repeat_interleave(FRAMES)
+        return x, y if self.condition == "label" else None
 
     def training_data(self) -> tuple[Tensor, ...]:
         """What the engine trains on: (x,), (x, y) with a condition, and for a ControlNet recipe its
@@ -166,6 +183,8 @@ class Recipe:
             return tuple(vae_info(self.latent)["latent_shape"])
         if self.dataset in TOY_DATASETS:
             return (2,)
+        if isinstance(self.model, VideoUNetConfig):
+            return (self.model.frames, self.model.unet.in_channels, self.image_size, self.image_size)
         net = self.model.unet if isinstance(self.model, (TextUNetConfig, ControlNetConfig)) else self.model
         return (net.in_channels, self.image_size, self.image_size)
 
@@ -374,6 +393,56 @@ RECIPES |= {
     )
 }
 
+RECIPES["sounds"] = Recipe(
+    name="sounds",
+    description="class-conditional U-Net (0.83M parameters) on the spectrograms of 10,000 procedural notes "
+    "(3 timbres × 6 pitches, 1×32×32), labels dropped 10% of the time: the image network unchanged; 5,000 steps "
+    "of batch 32, about 25 minutes on one idle CPU thread",
+    dataset="sounds",
+    model=UNetConfig(in_channels=1, blocks_per_level=1, num_classes=18, channels_last=True),
+    condition="label",
+    training=FAST_TRAINING,
+    weighting="min_snr",
+    p_uncond=0.1,
+    sample_every=1000,
+    image_size=32,
+)
+CLIP_UNET = UNetConfig(in_channels=3, blocks_per_level=1, num_classes=16, channels_last=True)  # per frame, 16×16
+CLIP_TRAINING = TrainConfig(steps=4000, batch_size=8, warmup=200, lr_schedule="cosine", ema_decay=0.999,
+                            checkpoint_every=250)  # 8 clips of 8 frames a step
+RECIPES |= {
+    r.name: r
+    for r in (
+        Recipe(
+            name="clips",
+            description="space-time U-Net (0.94M parameters: the image U-Net per frame plus attention across "
+            "frames) on 5,000 clips of 8 frames of a shape gliding across 16×16, labels dropped 10% of the time; "
+            "4,000 steps of 8 clips, about 25 minutes on one CPU thread",
+            dataset="clips",
+            model=VideoUNetConfig(CLIP_UNET, FRAMES),
+            condition="label",
+            training=CLIP_TRAINING,
+            weighting="min_snr",
+            p_uncond=0.1,
+            image_size=16,
+            n=5000,
+        ),
+        Recipe(
+            name="clip_frames",
+            description="the image U-Net alone (0.83M parameters) on the frames of the clips recipe's 5,000 clips "
+            "as single 16×16 images: the baseline that draws a clip's frames independently; 4,000 steps of 64 "
+            "frames",
+            dataset="clip_frames",
+            model=CLIP_UNET,
+            condition="label",
+            training=dataclasses.replace(CLIP_TRAINING, batch_size=64),
+            weighting="min_snr",
+            p_uncond=0.1,
+            image_size=16,
+            n=5000,
+        ),
+    )
+}
 RECIPES["shapes_controlnet"] = Recipe(
     name="shapes_controlnet",
     description="ControlNet (Zhang et al. 2023) on the frozen shapes_class: a trainable copy of its encoder reads "

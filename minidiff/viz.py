@@ -263,19 +263,45 @@ def image_grid(images: Tensor, nrow: int | None = None, pad: int = 1) -> Tensor:
     return grid.permute(1, 2, 0)  # (H', W', C)
 
 
+def animate_clips(clips: Tensor, nrow: int = 8, fps: int = 4, scale: int = 4, path: str | Path | None = None):
+    """Clips (B, F, C, H, W) in [-1, 1] as one looping GIF: frame f shows frame f of every clip, tiled
+    nrow per row (`image_grid`), each pixel enlarged `scale` times. Writes it to `path` if given and
+    returns it embedded in an HTML <img> (a data URL): it plays in the notebook and in exported HTML."""
+    from IPython.display import HTML
+    from PIL import Image
+
+    if clips.ndim != 5:
+        raise ValueError(f"clips must have shape (B, F, C, H, W), got {tuple(clips.shape)}")
+    frames = []
+    for f in range(clips.shape[1]):
+        grid = image_grid(clips[:, f].detach().float().cpu(), nrow)  # (H', W', C) in [0, 1]
+        grid = grid.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
+        pixels = (grid.expand(*grid.shape[:2], 3) * 255).round().byte().numpy()
+        frames.append(Image.fromarray(pixels))
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=1000 // fps, loop=0)
+    if path:
+        write_atomic(Path(path), buffer.getvalue())
+    return HTML(f'<img src="data:image/gif;base64,{base64.b64encode(buffer.getvalue()).decode()}" alt="clips">')
+
+
 IMAGE_FORMATS = ("png", "jpg", "jpeg", "pdf", "svg")  # what `save_samples` writes, by the file's extension
 
 
 def save_samples(x: Tensor, path: str | Path) -> Path:
     """Save samples as one picture (PNG by default; the extension picks the format among
     IMAGE_FORMATS): images (B, 1 or 3, H, W) in [-1, 1] as a grid (enlarged to about 512 pixels
-    wide), 2-D points (B, 2) as a scatter plot. Written atomically; returns the path."""
+    wide), clips (B, F, C, H, W) as a grid with one clip per row, 2-D points (B, 2) as a scatter
+    plot. Written atomically; returns the path."""
     path = Path(path)
     kind = path.suffix.lower().lstrip(".") or "png"
     if kind not in IMAGE_FORMATS:
         raise ValueError(f"{path}: unknown picture format {path.suffix!r}; use one of .{', .'.join(IMAGE_FORMATS)}")
     x = x.detach().float().cpu()
     buffer = io.BytesIO()
+    nrow = None
+    if x.ndim == 5 and x.shape[2] in (1, 3):  # clips (B, F, C, H, W): one row of frames per clip
+        x, nrow = x.flatten(0, 1), x.shape[1]
     if x.ndim == 2 and x.shape[1] == 2:
         fig = Figure(figsize=(4, 4))
         ax = fig.subplots()
@@ -283,10 +309,11 @@ def save_samples(x: Tensor, path: str | Path) -> Path:
         ax.set_aspect("equal")
         fig.savefig(buffer, format=kind, dpi=100)
     elif x.ndim == 4 and x.shape[1] in (1, 3):
-        grid = image_grid(x)  # (H', W', C)
+        grid = image_grid(x, nrow)  # (H', W', C)
         scale = max(1, 512 // grid.shape[1])
         grid = grid.repeat_interleave(scale, 0).repeat_interleave(scale, 1)  # nearest-neighbour enlargement
         matplotlib.image.imsave(buffer, grid.squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1, format=kind)
     else:
-        raise ValueError(f"x must be images (B, 1 or 3, H, W) or 2-D points (B, 2), got shape {tuple(x.shape)}")
+        raise ValueError(f"x must be images (B, 1 or 3, H, W), clips (B, F, 1 or 3, H, W) or 2-D points (B, 2), "
+                         f"got shape {tuple(x.shape)}")
     return write_atomic(path, buffer.getvalue())

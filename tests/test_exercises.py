@@ -42,6 +42,8 @@ NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
         "consistency_coefficients",
         "lora_delta",
         "mask_iou",
+        "frequency_bin",
+        "cents",
     ],
 )
 def test_solutions_pass(name, capsys):
@@ -120,6 +122,10 @@ MISTAKES = [
     (ex.check_mask_iou, lambda a, b: 2 * (a & b).flatten(1).sum(1) / (a.flatten(1).sum(1) + b.flatten(1).sum(1)),
      "Dice"),
     (ex.check_mask_iou, lambda a, b: (a & b).sum() / (a | b).sum(), "One IoU per sample"),
+    (ex.check_frequency_bin, lambda f: f * 2048 / 4000, "whole note"),
+    (ex.check_frequency_bin, lambda f: f * 256 / 4000, "SAMPLE_RATE / N_FFT, not"),
+    (ex.check_cents, lambda f, r: 1200 * (f / r).log(), "natural logarithm"),
+    (ex.check_cents, lambda f, r: 12 * (f / r).log2(), "in semitones"),
 ]
 
 

@@ -69,6 +69,12 @@ from minidiff.exercises.l13_adapting_models import (
     solution_lora_delta,
     solution_mask_iou,
 )
+from minidiff.exercises.l14_beyond_images import (
+    check_cents,
+    check_frequency_bin,
+    solution_cents,
+    solution_frequency_bin,
+)
 
 _SOLUTIONS = {
     name.removeprefix("solution_"): fn for name, fn in sorted(globals().items()) if name.startswith("solution_")
@@ -90,6 +96,7 @@ def show_solution(name: str) -> None:
 __all__ = [
     "check_alpha_bar",
     "check_attention_weights",
+    "check_cents",
     "check_cfg",
     "check_consistency_coefficients",
     "check_ddpm_mean",
@@ -98,6 +105,7 @@ __all__ = [
     "check_ema_update",
     "check_euler_step",
     "check_flow_euler_step",
+    "check_frequency_bin",
     "check_kl",
     "check_lora_delta",
     "check_mask_iou",
@@ -115,6 +123,7 @@ __all__ = [
     "show_solution",
     "solution_alpha_bar",
     "solution_attention_weights",
+    "solution_cents",
     "solution_cfg",
     "solution_consistency_coefficients",
     "solution_ddpm_mean",
@@ -123,6 +132,7 @@ __all__ = [
     "solution_ema_update",
     "solution_euler_step",
     "solution_flow_euler_step",
+    "solution_frequency_bin",
     "solution_kl",
     "solution_lora_delta",
     "solution_mask_iou",

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from minidiff.exercises._common import Verdict, _verdict, uses
+from minidiff.exercises._common import Verdict, _verdict
 from minidiff.metrics import mask_iou
 
 
@@ -19,10 +19,9 @@ def check_lora_delta(fn: Callable[[Tensor, Tensor, float], Tensor]) -> Verdict:
     A, B = torch.randn(3, 7, generator=g, dtype=torch.float64), torch.randn(5, 3, generator=g, dtype=torch.float64)
     alpha, r = 6.0, 3
     mistakes = {
-        "the scale is missing: the change is (α/r)·B·A, so that the rank can change without retuning the "
-        "learning rate.": B @ A,
-        "the scale is α, not α/r: dividing by the rank keeps the change's size the same at every rank.":
-            alpha * B @ A,
+        "the scale is missing: the change is (α/r)·B·A (Hu et al. fix α and divide by r, so that another rank "
+        "needs no new learning rate).": B @ A,
+        "the scale is α, not α/r: the change is divided by the rank r, the number of rows of A.": alpha * B @ A,
         "the scale is upside down: α/r, not r/α.": r / alpha * B @ A,
     }
     shape = " ΔW has W's shape (d_out, d_in): B (d_out, r) times A (r, d_in)."
@@ -51,6 +50,7 @@ def check_mask_iou(fn: Callable[[Tensor, Tensor], Tensor]) -> Verdict:
     return _verdict("mask_iou", fn, (a, b), mask_iou(a, b), mistakes, shape_hint=shape)
 
 
-@uses(mask_iou)
 def solution_mask_iou(a: Tensor, b: Tensor) -> Tensor:
-    return mask_iou(a, b)  # the package's
+    intersection = (a & b).flatten(1).sum(1)  # (B,) pixels in both
+    union = (a | b).flatten(1).sum(1)  # (B,) pixels in either: |a| + |b| - |a ∧ b|
+    return intersection / union

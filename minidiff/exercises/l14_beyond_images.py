@@ -1,0 +1,48 @@
+"""Lesson 14, beyond images (notebooks/14_beyond_images.ipynb): where a pitch lands in a
+spectrogram, and a pitch error in cents."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from minidiff.data.sounds import N_FFT, N_SAMPLES, SAMPLE_RATE
+from minidiff.exercises._common import Verdict, _verdict
+
+
+def check_frequency_bin(fn: Callable[[Tensor], Tensor]) -> Verdict:
+    """fn(f) should return the spectrogram row (a float) where frequency f (Hz) lands:
+    k = f · N_FFT / SAMPLE_RATE (31.25 Hz per row here)."""
+    f = torch.tensor([196.0, 261.63, 440.0, 1000.0], dtype=torch.float64)
+    mistakes = {
+        "that divides by the length of the whole note: a row is SAMPLE_RATE / N_FFT Hz wide, the window's "
+        "resolution, not the note's.": f * N_SAMPLES / SAMPLE_RATE,
+        "the rows span 0 … SAMPLE_RATE/2 in N_FFT/2 steps: the width of a row is SAMPLE_RATE / N_FFT, not "
+        "(SAMPLE_RATE/2) / N_FFT.": f * 2 * N_FFT / SAMPLE_RATE,
+        "upside down: k = f · N_FFT / SAMPLE_RATE.": SAMPLE_RATE / (f * N_FFT),
+    }
+    return _verdict("frequency_bin", fn, (f,), f * N_FFT / SAMPLE_RATE, mistakes)
+
+
+def solution_frequency_bin(f: Tensor) -> Tensor:
+    return f * N_FFT / SAMPLE_RATE  # each row is SAMPLE_RATE / N_FFT = 31.25 Hz wide
+
+
+def check_cents(fn: Callable[[Tensor, Tensor], Tensor]) -> Verdict:
+    """fn(f, f_ref) should return 1200 · log2(f / f_ref): the difference in cents (hundredths of a semitone)."""
+    f = torch.tensor([440.0, 466.16, 220.0, 445.0], dtype=torch.float64)
+    f_ref = torch.tensor([440.0, 440.0, 440.0, 440.0], dtype=torch.float64)
+    mistakes = {
+        "that uses the natural logarithm: cents count semitones on a base-2 scale, 1200·log2(f/f_ref) (an octave, "
+        "a factor 2, is 1200 cents).": 1200 * (f / f_ref).log(),
+        "that is in semitones: a cent is a hundredth of one, so multiply log2(f/f_ref) by 1200, not 12.":
+            12 * (f / f_ref).log2(),
+        "the ratio is upside down: a higher f gives positive cents.": 1200 * (f_ref / f).log2(),
+    }
+    return _verdict("cents", fn, (f, f_ref), 1200 * (f / f_ref).log2(), mistakes)
+
+
+def solution_cents(f: Tensor, f_ref: Tensor) -> Tensor:
+    return 1200 * torch.log2(f / f_ref)  # an octave (×2) is 1200 cents, a semitone 100
