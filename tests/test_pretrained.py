@@ -191,8 +191,8 @@ def test_the_consistency_student_jumps_in_one_call_and_keeps_its_boundary():
 
 def test_the_controlnet_follows_its_mask_and_without_it_is_its_base():
     """32 held-out scenes (DDIM-20, guidance 3): the IoU between the mask asked for and the
-    sample's own shape is above 0.75 with the control (measured at publish, 256 scenes: CN_IOU),
-    and below 0.4 without it (the frozen base alone, the same labels and seeds: NO_CONTROL_IOU)."""
+    sample's own shape is above 0.75 with the control (measured at publish, 256 scenes: 0.91),
+    and below 0.4 without it (the frozen base alone, the same labels and seeds: 0.25 at publish)."""
     ckpt = load_pretrained("shapes_controlnet")
     base = load_pretrained("shapes_class")
     assert ckpt.model.base.config == base.model.config
@@ -205,7 +205,7 @@ def test_the_controlnet_follows_its_mask_and_without_it_is_its_base():
 
 def test_the_shipped_adapter_loads_on_its_base_only_and_draws_its_concept():
     """green_stars_lora4 on shapes_text: 16 green stars at guidance 3 (DDIM-20), at least 14 right
-    (measured at publish, 64 per class: ADAPTER_ACC); refused on the other seed's base."""
+    (measured at publish, 64 per class: 98%; the base alone 78%); refused on the other seed's base."""
     info = pretrained_info("green_stars_lora4")
     assert info["base"] == "shapes_text" and (WEIGHTS_DIR / "green_stars_lora4.safetensors").stat().st_size < 100_000
     adapted = load_pretrained("green_stars_lora4")
