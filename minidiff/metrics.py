@@ -272,6 +272,8 @@ class ClipMetric:
         path_residual  the median over clips of how far the tracked centre is from a straight line at
                        constant speed (`minidiff.data.clips.path_residual`, pixels)
         lost           the share of frames where no shape is found (`track`)
+        flicker        the mean change of the background from one frame to the next (pixels outside the
+                       shape in both frames; values in [-1, 1]): 0 for a still background
 
     Read them against real clips scored the same way."""
 
@@ -288,9 +290,13 @@ class ClipMetric:
         scores = self.frames.evaluate(frames, None if labels is None else labels.repeat_interleave(Fr))
         seen = self.frames.predict(frames).reshape(B, Fr)
         centres = track(clips.float().cpu())
+        background = ~shape_mask(frames).reshape(B, Fr, 1, *clips.shape[3:])  # (B, F, 1, H, W)
+        still = background[:, 1:] & background[:, :-1]  # outside the shape in both of two frames
+        change = (clips[:, 1:] - clips[:, :-1]).abs().float().mean(2, keepdim=True)  # (B, F-1, 1, H, W)
         result = {"fd": scores["fd"], "same_class": (seen == seen[:, :1]).all(1).double().mean().item(),
                   "path_residual": path_residual(centres).nanmedian().item(),
-                  "lost": centres.isnan().any(-1).double().mean().item()}
+                  "lost": centres.isnan().any(-1).double().mean().item(),
+                  "flicker": (change * still).sum().item() / still.sum().clamp(min=1).item()}
         return result | ({"accuracy": scores["accuracy"]} if labels is not None else {})
 
     def predict(self, clips: Tensor) -> Tensor:

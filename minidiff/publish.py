@@ -75,7 +75,8 @@ def publish(
     measure = functools.partial(_quality, dataset=dataset, n_samples=n_samples, sampler=sampler, steps=steps,
                                 holdout=r.holdout)
     quality, float32 = measure(shipped, guidance), measure(run, guidance)
-    real = dataclasses.replace(r, latent=None).load_data()[0][:n_samples]  # images, also for a latent model
+    real = dataclasses.replace(r, latent=None).load_data()[0]  # images, also for a latent model
+    real = real[:: max(1, len(real) // n_samples)][:n_samples]  # spread over the data (a clip's frames come together)
     baseline = dataset_metric(dataset).evaluate(real)
     headline = "fd" if "fd" in baseline else "sliced_wasserstein"  # images: FD; 2-D points: sliced Wasserstein
     conditional = is_conditional(shipped.model)
@@ -97,7 +98,7 @@ def publish(
         "metric": {"samples": n_samples, "sampler": f"{sampler}-{steps}", **quality}
         | ({"guidance": guidance} if conditional else {}),
         "float32_metric": float32,
-        "baseline": {"data": f"{len(real)} real training {'images' if real.ndim == 4 else 'points'}", **baseline},
+        "baseline": {"data": f"{len(real)} real training {'points' if real.ndim == 2 else 'samples'}", **baseline},
     }
     if conditional and sweep:
         entry["by_guidance"] = {str(w): measure(shipped, w) for w in sweep}

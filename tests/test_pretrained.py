@@ -10,7 +10,7 @@ from minidiff.data.images import SHAPE_CLASSES, ShapesDataset
 from minidiff.files import WEIGHTS_DIR, WeightsError
 from minidiff.generate import generate
 from minidiff.latent import decode, encode
-from minidiff.metrics import ImageMetric, control_adherence
+from minidiff.metrics import ImageMetric, control_adherence, dataset_metric
 from minidiff.nn.lora import load_adapter
 from minidiff.pretrained import MANIFEST, list_vaes, load_vae, vae_info
 from minidiff.recipes import RECIPES
@@ -214,3 +214,26 @@ def test_the_shipped_adapter_loads_on_its_base_only_and_draws_its_concept():
     assert right.sum() >= 14, right
     with pytest.raises(ValueError, match="tied to its base's weights"):
         load_adapter(load_pretrained("shapes_text_seed1").model, WEIGHTS_DIR / "green_stars_lora4.safetensors")
+
+
+def test_the_sound_model_plays_the_pitch_and_timbre_asked_for():
+    """36 notes (2 per class, DDIM-20, guidance 3) turned into sound by Griffin-Lim: the FFT hears the
+    pitch asked for in at least 90% of them and the classifier the timbre in 90% (measured at publish, 256
+    notes at w = 1 and 3: 100% and 100%); pure noise scores about 1/6 and 1/3."""
+    labels = torch.arange(36) % 18
+    scores = dataset_metric("sounds").evaluate(generate("sounds", 36, steps=20, label=labels, guidance=3.0), labels)
+    assert scores["pitch_accuracy"] >= 0.9 and scores["timbre_accuracy"] >= 0.9, scores
+
+
+def test_the_video_model_keeps_its_clips_together_where_independent_frames_do_not():
+    """16 clips (one per class, DDIM-20, guidance 3): the video model's tracked centres stay within
+    0.5 px of a straight line (median) and at least half its clips are one class in every frame (measured
+    at publish, 256 clips: 0.21 px, 83%; real clips 0.14 px, 95%); the image model's frames drawn
+    independently for the same labels jump about (1.75 px measured on 64 clips)."""
+    labels = torch.arange(16)
+    metric = dataset_metric("clips")
+    video = metric.evaluate(generate("clips", 16, steps=20, label=labels, guidance=3.0), labels)
+    frames = generate("clip_frames", 16 * 8, steps=20, label=labels.repeat_interleave(8), guidance=3.0)
+    independent = metric.evaluate(frames.reshape(16, 8, 3, 16, 16), labels)
+    assert video["path_residual"] < 0.5 and video["same_class"] >= 0.5, video
+    assert independent["path_residual"] > 2 * video["path_residual"], independent

@@ -43,8 +43,8 @@ class VideoUNetConfig:
 
 class TemporalAttention(nn.Module):
     """h + Attention over frames at each pixel, (B·F, C, H, W) → the same shape. The frames' order
-    enters through a sinusoidal embedding of the frame index added to the queries and keys' input;
-    the output projection is zero at the start."""
+    enters through a sinusoidal embedding of the frame index, added to the features before their
+    projection to queries, keys and values; the output projection is zero at the start."""
 
     def __init__(self, channels: int, heads: int, groups: int, frames: int):
         super().__init__()
