@@ -44,6 +44,7 @@ NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
         "mask_iou",
         "frequency_bin",
         "cents",
+        "frame_tokens",
     ],
 )
 def test_solutions_pass(name, capsys):
@@ -126,6 +127,9 @@ MISTAKES = [
     (ex.check_frequency_bin, lambda f: f * 256 / 4000, "SAMPLE_RATE / N_FFT, not"),
     (ex.check_cents, lambda f, r: 1200 * (f / r).log(), "natural logarithm"),
     (ex.check_cents, lambda f, r: 12 * (f / r).log2(), "in semitones"),
+    (ex.check_frame_tokens, lambda h, F: h.reshape(-1, F, h.shape[1]), "reshape alone"),
+    (ex.check_frame_tokens, lambda h, F: h.reshape(-1, F, *h.shape[1:]).permute(0, 3, 4, 2, 1).reshape(
+        -1, F, h.shape[1]), "swapped"),
 ]
 
 

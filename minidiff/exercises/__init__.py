@@ -71,8 +71,10 @@ from minidiff.exercises.l13_adapting_models import (
 )
 from minidiff.exercises.l14_beyond_images import (
     check_cents,
+    check_frame_tokens,
     check_frequency_bin,
     solution_cents,
+    solution_frame_tokens,
     solution_frequency_bin,
 )
 
@@ -105,6 +107,7 @@ __all__ = [
     "check_ema_update",
     "check_euler_step",
     "check_flow_euler_step",
+    "check_frame_tokens",
     "check_frequency_bin",
     "check_kl",
     "check_lora_delta",
@@ -132,6 +135,7 @@ __all__ = [
     "solution_ema_update",
     "solution_euler_step",
     "solution_flow_euler_step",
+    "solution_frame_tokens",
     "solution_frequency_bin",
     "solution_kl",
     "solution_lora_delta",

@@ -46,3 +46,31 @@ def check_cents(fn: Callable[[Tensor, Tensor], Tensor]) -> Verdict:
 
 def solution_cents(f: Tensor, f_ref: Tensor) -> Tensor:
     return 1200 * torch.log2(f / f_ref)  # an octave (×2) is 1200 cents, a semitone 100
+
+
+def check_frame_tokens(fn: Callable[[Tensor, int], Tensor]) -> Verdict:
+    """fn(h, frames) should turn a batch of per-frame feature maps h (B·F, C, H, W) (the frames of each
+    clip consecutive) into the sequences temporal attention reads: one sequence of the F frames per clip
+    and pixel, (B·H·W, F, C), the pixel's C features at each frame, in the order (clip, row, column)."""
+    g = torch.Generator().manual_seed(14)
+    B, F, C, H, W = 2, 3, 4, 2, 5
+    h = torch.randn(B * F, C, H, W, generator=g, dtype=torch.float64)
+    expected = h.reshape(B, F, C, H, W).permute(0, 3, 4, 1, 2).reshape(B * H * W, F, C)
+    mistakes = {
+        "a reshape alone does not move the numbers: the frame axis and the channel axis must first be brought "
+        "next to each other, after the pixel axes (permute to (B, H, W, F, C)).": h.reshape(B * H * W, F, C),
+        "the frame and channel axes are swapped: each sequence must run over the F frames, each token holding "
+        "the C features (permute to (B, H, W, F, C), not (B, H, W, C, F)).":
+            h.reshape(B, F, C, H, W).permute(0, 3, 4, 2, 1).reshape(B * H * W, F, C),
+        "the pixels are taken column first: keep the order (clip, row, column).":
+            h.reshape(B, F, C, H, W).permute(0, 4, 3, 1, 2).reshape(B * H * W, F, C),
+    }
+    shape = f" Expected (B·H·W, F, C) = {(B * H * W, F, C)}: split B·F into (B, F) first."
+    return _verdict("frame_tokens", fn, (h, F), expected, mistakes, shape_hint=shape)
+
+
+def solution_frame_tokens(h: Tensor, frames: int) -> Tensor:
+    BF, C, H, W = h.shape
+    B = BF // frames
+    x = h.reshape(B, frames, C, H, W)  # the clips' frames apart: (B, F, C, H, W)
+    return x.permute(0, 3, 4, 1, 2).reshape(B * H * W, frames, C)  # per clip and pixel, the F frames: (BHW, F, C)
