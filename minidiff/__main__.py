@@ -70,11 +70,12 @@ def _check_out_dir(path: Path) -> None:
 
 
 def _check_out_file(path: Path) -> None:
-    """Before sampling: --out must name a picture file of a known format in a writable folder."""
+    """Before sampling: --out must name a picture (or WAV) file of a known format in a writable folder."""
     if path.is_dir():
         raise IsADirectoryError(f"--out {path} is a folder; name the picture file to write, e.g. {path}/samples.png")
-    if path.suffix.lower().lstrip(".") not in IMAGE_FORMATS:
-        raise ValueError(f"--out {path}: unknown picture format {path.suffix!r}; use .{', .'.join(IMAGE_FORMATS)}")
+    if path.suffix.lower().lstrip(".") not in (*IMAGE_FORMATS, "wav"):
+        raise ValueError(f"--out {path}: unknown picture format {path.suffix!r}; use .{', .'.join(IMAGE_FORMATS)} "
+                         "(or .wav for a sound model)")
     _check_out_dir(path.parent)
 
 
@@ -102,9 +103,10 @@ def _parser() -> argparse.ArgumentParser:
 
     sampler = commands.add_parser(
         "sample",
-        help="draw samples from a checkpoint into a PNG",
+        help="draw samples from a checkpoint into a PNG (or a WAV for sounds)",
         description="Draw samples from a trained checkpoint and save them as one PNG: a grid of "
-        "images, or a scatter plot of 2-D points.",
+        "images (clips: one row each), or a scatter plot of 2-D points; or, to a .wav file, a sound model's "
+        "notes one after another.",
     )
     sampler.add_argument("--checkpoint", required=True, type=Path, metavar="FILE", help=f"e.g. runs/digits/{MODEL}")
     sampler.add_argument("--sampler", default="ddim", choices=[*SAMPLERS, *FLOW_SOLVERS],
@@ -113,7 +115,8 @@ def _parser() -> argparse.ArgumentParser:
     sampler.add_argument("--n", type=_positive_int, default=64, help="number of samples (default: 64)")
     sampler.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     sampler.add_argument(
-        "--out", type=Path, default=Path("runs/samples.png"), help="picture file (default: runs/samples.png)"
+        "--out", type=Path, default=Path("runs/samples.png"),
+        help="picture file, or .wav for a sound model (default: runs/samples.png)"
     )
     sampler.add_argument("--label", type=int, help="class to draw, for a class-conditional model (e.g. 3)")
     sampler.add_argument("--prompt", help='caption to draw, for a text-conditional model (e.g. "a large red star")')

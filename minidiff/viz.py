@@ -7,6 +7,7 @@ import base64
 import io
 import math
 import tempfile
+import wave
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from minidiff.data.photo import to_display
+from minidiff.data.sounds import BINS, FRAMES, SAMPLE_RATE, to_waveform
 from minidiff.files import write_atomic
 from minidiff.schedules import NoiseSchedule
 from minidiff.trajectory import Trajectory
@@ -288,15 +290,38 @@ def animate_clips(clips: Tensor, nrow: int = 8, fps: int = 4, scale: int = 4, pa
 IMAGE_FORMATS = ("png", "jpg", "jpeg", "pdf", "svg")  # what `save_samples` writes, by the file's extension
 
 
+def save_sounds(spectrograms: Tensor, path: str | Path, gap: float = 0.1) -> Path:
+    """Sound spectrograms (B, 1, BINS, FRAMES) of `minidiff.data.sounds` as one WAV file: each turned
+    into a waveform (Griffin-Lim, `to_waveform`), peak-normalised to 0.9, one after another with `gap`
+    seconds of silence between them; 16-bit PCM at SAMPLE_RATE. Written atomically; returns the path."""
+    if spectrograms.ndim != 4 or tuple(spectrograms.shape[1:]) != (1, BINS, FRAMES):
+        got = tuple(spectrograms.shape)
+        raise ValueError(f"a WAV file needs sound spectrograms (B, 1, {BINS}, {FRAMES}), got {got}")
+    waves = to_waveform(spectrograms.detach().float().cpu())  # (B, N_SAMPLES)
+    waves = 0.9 * waves / waves.abs().amax(1, keepdim=True).clamp(min=1e-8)
+    silence = torch.zeros(len(waves), round(gap * SAMPLE_RATE))
+    pcm = (torch.cat([waves, silence], 1).flatten() * 32767).round().to(torch.int16)
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes(pcm.numpy().tobytes())
+    return write_atomic(Path(path), buffer.getvalue())
+
+
 def save_samples(x: Tensor, path: str | Path) -> Path:
     """Save samples as one picture (PNG by default; the extension picks the format among
     IMAGE_FORMATS): images (B, 1 or 3, H, W) in [-1, 1] as a grid (enlarged to about 512 pixels
     wide), clips (B, F, C, H, W) as a grid with one clip per row, 2-D points (B, 2) as a scatter
-    plot. Written atomically; returns the path."""
+    plot; to a .wav file, sound spectrograms as sound (`save_sounds`). Written atomically; returns the path."""
     path = Path(path)
     kind = path.suffix.lower().lstrip(".") or "png"
+    if kind == "wav":
+        return save_sounds(x, path)
     if kind not in IMAGE_FORMATS:
-        raise ValueError(f"{path}: unknown picture format {path.suffix!r}; use one of .{', .'.join(IMAGE_FORMATS)}")
+        raise ValueError(f"{path}: unknown picture format {path.suffix!r}; use one of .{', .'.join(IMAGE_FORMATS)} "
+                         "(or .wav for sounds)")
     x = x.detach().float().cpu()
     buffer = io.BytesIO()
     nrow = None

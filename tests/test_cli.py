@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import wave
 
 import pytest
+import torch
 
 from minidiff.__main__ import main
 from minidiff.checkpoint import load_checkpoint
+from minidiff.data.sounds import N_SAMPLES, PITCHES, SAMPLE_RATE, SOUND_CLASSES, dominant_frequency, nearest_pitch
 from minidiff.files import WEIGHTS_DIR
 from minidiff.train import CHECKPOINT, MODEL
 
@@ -110,3 +113,26 @@ def test_sample_conditional_and_latent_shipped_models(tmp_path, capsys):
         assert main(["sample", *common, "--checkpoint", *args]) == 2  # (args' --out comes last, so it counts)
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, err
+
+
+def test_sample_a_sound_model_into_a_wav_file_and_a_video_model_into_a_grid(tmp_path, capsys):
+    """`--out notes.wav` writes a sound model's notes one after another (16-bit PCM at the data's rate),
+    each turned into sound by Griffin-Lim, at the pitch asked for; a clip model's samples go into a
+    grid, one clip per row; a picture model cannot write a WAV."""
+    out = tmp_path / "notes.wav"
+    label = SOUND_CLASSES.index("organ C4")
+    sounds = str(WEIGHTS_DIR / "sounds.safetensors")
+    common = ["--n", "2", "--steps", "10", "--device", "cpu"]
+    assert main(["sample", "--checkpoint", sounds, "--label", str(label), "--out", str(out), *common]) == 0
+    with wave.open(str(out)) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, SAMPLE_RATE)
+        pcm = torch.frombuffer(bytearray(w.readframes(w.getnframes())), dtype=torch.int16).float() / 32767
+    assert len(pcm) == 2 * (N_SAMPLES + round(0.1 * SAMPLE_RATE))
+    assert nearest_pitch(dominant_frequency(pcm[None, :N_SAMPLES])).item() == label % len(PITCHES)
+    grid = tmp_path / "clips.png"
+    clips = str(WEIGHTS_DIR / "clips.safetensors")
+    assert main(["sample", "--checkpoint", clips, "--label", "3", "--out", str(grid), *common]) == 0
+    assert grid.stat().st_size > 0
+    shapes = str(WEIGHTS_DIR / "shapes_class.safetensors")
+    assert main(["sample", "--checkpoint", shapes, "--label", "3", "--out", str(tmp_path / "x.wav"), *common]) == 2
+    assert "a WAV file needs sound spectrograms" in capsys.readouterr().err
