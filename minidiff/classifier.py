@@ -70,21 +70,22 @@ CLASSIFIER_RECIPES: dict[str, ClassifierRecipe] = {
     # the frames of `minidiff.data.clips` (16×16): per-frame quality of a video model
     "clip_frames": ClassifierRecipe("clip_frames", 16, ClassifierConfig(in_channels=3, num_classes=16), steps=300),
 }
-SHAPES_SPLITS = {"train": (20_000, 0), "test": (2_000, 1)}  # split → (n, seed) of ShapesDataset (SoundsDataset)
+GENERATED_SPLITS = {"train": (20_000, 0), "test": (2_000, 1)}  # split → (n, seed) of a generated dataset
 
 
 def classifier_data(dataset: str, split: str) -> LabelledImages:
     """The images a classifier trains ("train") or is scored on ("test"), at its recipe's size.
 
-    digits: DigitsDataset's fixed train / test split. shapes (and sounds' spectrograms): 20,000 of
-    seed 0 / 2,000 of seed 1 (the diffusion recipe trains on seed 0, so seed 1 is held out from both).
+    digits: DigitsDataset's fixed train / test split. shapes, sounds' spectrograms and the clips' frames
+    (`GENERATED_SPLITS`): 20,000 of seed 0 / 2,000 of seed 1 (the diffusion recipes train on seed 0, so seed 1
+    is held out from both).
     """
     check_choice("dataset", dataset, tuple(CLASSIFIER_RECIPES))
     check_choice("split", split, ("train", "test"))
     size = CLASSIFIER_RECIPES[dataset].image_size
     if dataset == "digits":
         return DigitsDataset(size, split=split)
-    n, seed = SHAPES_SPLITS[split]
+    n, seed = GENERATED_SPLITS[split]
     if dataset == "clip_frames":  # every frame of n / FRAMES clips, with its clip's label
         clips = ShapeClips(n // FRAMES, seed=seed)
         return LabelledImages(clips.clips.flatten(0, 1), clips.labels.repeat_interleave(FRAMES), SHAPE_CLASSES)

@@ -229,10 +229,10 @@ def check_denoiser_data(model: nn.Module, data: tuple[Tensor, ...], control: boo
     model's ends with its control images: (x0, control) or (x0, y, control). Raise ValueError naming
     what is wrong."""
     x0, *rest = data
-    if is_controlled(model) and not control:
-        raise ValueError(f"this objective cannot train a controlled model ({type(model).__name__}); the diffusion "
-                         "objective can")
     if is_controlled(model):
+        if not control:
+            raise ValueError(f"this objective cannot train a controlled model ({type(model).__name__}); the "
+                             "diffusion objective can")
         if not rest:
             raise ValueError("a controlled model trains on (x0, control) or (x0, y, control): no control images given")
         model.check_control(rest.pop(), x0)  # one control image per sample

@@ -133,8 +133,9 @@ def generate(
     x0 = torch.cat(batches)
     if ckpt.vae is not None:
         x0 = decode(_vae(ckpt.vae, device), x0)
-    is_image = x0.ndim in (4, 5) and x0.shape[-3] in (1, 3)  # images or clips (latents without a VAE, points: as
-    return x0.clamp(-1, 1) if is_image else x0  # sampled)
+    # images or clips are clamped; latents without a VAE and points are returned as sampled
+    is_image = x0.ndim in (4, 5) and x0.shape[-3] in (1, 3)
+    return x0.clamp(-1, 1) if is_image else x0
 
 
 def optimised_levels(ckpt: Checkpoint, sampler: str, steps: int) -> list[float]:

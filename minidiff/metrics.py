@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -151,10 +152,12 @@ class PointMetric:
         return {"sliced_wasserstein": sliced_wasserstein(points.detach().cpu().float(), self.reference)}
 
 
+@functools.lru_cache(maxsize=8)
 def dataset_metric(dataset: str) -> ImageMetric | PointMetric:
     """The metric publish and the benchmarks score a dataset's samples with: `ImageMetric` for
     "digits", "shapes" and "clip_frames", `SoundMetric` for "sounds", `ClipMetric` for "clips",
-    `PointMetric` for a 2-D toy."""
+    `PointMetric` for a 2-D toy. Built once per process (it loads a classifier and scores the
+    held-out reference data), then shared: a metric holds no state that scoring changes."""
     if dataset in TOY_DATASETS:
         return PointMetric(dataset)
     return {"sounds": SoundMetric, "clips": ClipMetric}.get(dataset, lambda: ImageMetric(dataset))()
@@ -222,6 +225,10 @@ class ImageMetric:
         """All the numbers for images (N, C, H, W), and labels (N,) they were conditioned on if any:
         fd, label_entropy (bits; log2 K is all classes equally often), classes_covered (out of K),
         saturation (`saturation`), and with labels, accuracy (fraction classified as their label)."""
+        return self.scores(images, labels)[0]
+
+    def scores(self, images: Tensor, labels: Tensor | None = None) -> tuple[dict[str, float], Tensor]:
+        """`evaluate`'s numbers and the class seen in each image (N,) (`predict`), from one pass of the classifier."""
         feats, logits = self._run(images)
         counts = self._histogram(logits)
         result = {
@@ -236,7 +243,7 @@ class ImageMetric:
                     f"labels must be integers of shape ({len(images)},), got {labels.dtype} {tuple(labels.shape)}"
                 )
             result["accuracy"] = (logits.argmax(dim=1).cpu() == labels.cpu()).double().mean().item()
-        return result
+        return result, logits.argmax(dim=1).cpu()
 
 
 class SoundMetric(ImageMetric):
@@ -251,15 +258,14 @@ class SoundMetric(ImageMetric):
     def __init__(self, weights_dir: str | None = None):
         super().__init__("sounds", weights_dir)
 
-    def evaluate(self, images: Tensor, labels: Tensor | None = None) -> dict[str, float]:
-        result = super().evaluate(images, labels)
+    def scores(self, images: Tensor, labels: Tensor | None = None) -> tuple[dict[str, float], Tensor]:
+        result, seen = super().scores(images, labels)
         if labels is not None:
             n_pitches = len(PITCHES)
             heard = nearest_pitch(dominant_frequency(to_waveform(images.float().cpu())))
             result["pitch_accuracy"] = (heard == labels.cpu() % n_pitches).double().mean().item()
-            seen = self.predict(images)
             result["timbre_accuracy"] = (seen // n_pitches == labels.cpu() // n_pitches).double().mean().item()
-        return result
+        return result, seen
 
 
 class ClipMetric:
@@ -287,8 +293,8 @@ class ClipMetric:
             raise ValueError(f"clips must have shape (B, F, 3, H, W), got {tuple(clips.shape)}")
         B, Fr = clips.shape[:2]
         frames = clips.flatten(0, 1)  # (B·F, 3, H, W)
-        scores = self.frames.evaluate(frames, None if labels is None else labels.repeat_interleave(Fr))
-        seen = self.frames.predict(frames).reshape(B, Fr)
+        scores, seen = self.frames.scores(frames, None if labels is None else labels.repeat_interleave(Fr))
+        seen = seen.reshape(B, Fr)  # the class seen in each frame
         centres = track(clips.float().cpu())
         background = ~shape_mask(frames).reshape(B, Fr, 1, *clips.shape[3:])  # (B, F, 1, H, W)
         still = background[:, 1:] & background[:, :-1]  # outside the shape in both of two frames
@@ -313,7 +319,7 @@ def control_adherence(
 
         iou       the mean IoU (`mask_iou`) between the mask asked for and the sample's own shape mask
         accuracy  the share the shapes classifier sees as the label asked for
-        fd        the Fréchet distance of `ImageMetric("shapes")`
+        fd        the Fréchet distance of `dataset_metric("shapes")`
 
     control=False draws the same samples without the control (the frozen base alone): the IoU
     a model reaches by chance, the baseline the control must beat."""
@@ -321,7 +327,7 @@ def control_adherence(
     masks = shape_mask(scenes.images)  # (n, 1, H, W)
     images = generate(ckpt, n, label=scenes.labels, guidance=guidance, steps=steps, seed=seed,
                       control=masks if control else None)
-    scores = ImageMetric("shapes").evaluate(images, scenes.labels)
+    scores = dataset_metric("shapes").evaluate(images, scenes.labels)
     return {"iou": mask_iou(shape_mask(images), masks).mean().item(), "accuracy": scores["accuracy"],
             "fd": scores["fd"]}
 
@@ -331,7 +337,7 @@ def class_accuracy(ckpt: Checkpoint, classes: Sequence[str], n_per_class: int, g
     """The share of samples of a shapes model (n_per_class of each class named in `classes`, at
     `guidance`) that the shapes classifier sees as the class asked for: how well a model draws a
     concept, and, for the classes it knew before a fine-tune, how much it forgot."""
-    metric = ImageMetric("shapes")
+    metric = dataset_metric("shapes")
     labels = torch.tensor([metric.class_names.index(c) for c in classes]).repeat_interleave(n_per_class)  # (N,)
     images = generate(ckpt, len(labels), label=labels, guidance=guidance, steps=steps, seed=seed)
     return metric.evaluate(images, labels)["accuracy"]

@@ -28,7 +28,7 @@ from minidiff.forward import is_conditional, is_controlled
 from minidiff.generate import generate
 from minidiff.guidance import classifier_free_guidance
 from minidiff.metrics import class_accuracy, control_adherence, dataset_metric
-from minidiff.nn.lora import adapters, save_adapter
+from minidiff.nn.lora import adapters, load_adapter, save_adapter
 from minidiff.nn.vae import VAE, reconstruction_mse
 from minidiff.optimise_steps import optimise_sigmas, reference_solution, sampling_error
 from minidiff.pretrained import ADAPTER_MANIFEST, MANIFEST, VAE_MANIFEST, load_pretrained, pretrained_info, vae_info
@@ -139,14 +139,14 @@ def publish_adapter(
              "steps": run.step, "rank": r.lora_rank, "bytes": path.stat().st_size,
              "parameters": sum(m.A.weight.numel() + m.B.weight.numel() for m in adapters(run.model).values()),
              "training_time": training_time, "machine": machine_description()}
-    record_in_manifest(weights_dir, ADAPTER_MANIFEST, path.name, entry)
     others = [c for c in SHAPE_CLASSES if c not in concept]
-    scores = {}
-    for model_name in (name, r.base):  # the shipped adapter on its base, then the base alone
-        ckpt = load_pretrained(model_name, weights_dir=weights_dir)
-        scores[model_name] = {str(w): {"concept": class_accuracy(ckpt, concept, n_per_class, w, seed=1),
-                                       "others": class_accuracy(ckpt, others, n_per_class // 8, w, seed=1)}
-                              for w in guidances}
+    base = load_pretrained(r.base, weights_dir=weights_dir)
+    adapted = load_pretrained(r.base, weights_dir=weights_dir)
+    load_adapter(adapted.model, path)  # the file as shipped, on the shipped base
+    scores = {model_name: {str(w): {"concept": class_accuracy(ckpt, concept, n_per_class, w, seed=1),
+                                    "others": class_accuracy(ckpt, others, n_per_class // 8, w, seed=1)}
+                           for w in guidances}
+              for model_name, ckpt in ((name, adapted), (r.base, base))}
     best = scores[name][str(max(guidances))]
     entry |= {"description": f"LoRA rank {r.lora_rank} on {r.base} ({entry['parameters']:,} parameters, "
               f"{entry['bytes'] / 1e3:.0f} kB) taught {', '.join(concept)}: {best['concept']:.0%} of them right "

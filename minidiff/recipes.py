@@ -393,19 +393,13 @@ RECIPES |= {
     )
 }
 
-RECIPES["sounds"] = Recipe(
-    name="sounds",
+RECIPES["sounds"] = dataclasses.replace(  # shapes_class's recipe and U-Net, on one channel and 18 classes
+    RECIPES["shapes_class"], name="sounds",
     description="class-conditional U-Net (0.83M parameters) on the spectrograms of 10,000 procedural notes "
     "(3 timbres × 6 pitches, 1×32×32), labels dropped 10% of the time: the image network unchanged; 5,000 steps "
     "of batch 32, about 25 minutes on one idle CPU thread",
     dataset="sounds",
-    model=UNetConfig(in_channels=1, blocks_per_level=1, num_classes=18, channels_last=True),
-    condition="label",
-    training=FAST_TRAINING,
-    weighting="min_snr",
-    p_uncond=0.1,
-    sample_every=1000,
-    image_size=32,
+    model=dataclasses.replace(CLASS_UNET, in_channels=1, out_channels=None, num_classes=18),
 )
 CLIP_UNET = UNetConfig(in_channels=3, blocks_per_level=1, num_classes=16, channels_last=True)  # per frame, 16×16
 CLIP_TRAINING = TrainConfig(steps=4000, batch_size=8, warmup=200, lr_schedule="cosine", ema_decay=0.999,
@@ -443,21 +437,17 @@ RECIPES |= {
         ),
     )
 }
-RECIPES["shapes_controlnet"] = Recipe(
-    name="shapes_controlnet",
+RECIPES["shapes_controlnet"] = dataclasses.replace(  # shapes_class's data and loss, its U-Net frozen inside
+    RECIPES["shapes_class"], name="shapes_controlnet",
     description="ControlNet (Zhang et al. 2023) on the frozen shapes_class: a trainable copy of its encoder reads "
     "the shape's mask through zero convolutions; labels dropped 10% of the time; 3,000 steps of batch 32, "
     "about 15 minutes on one CPU thread",
-    dataset="shapes",
     model=ControlNetConfig(CLASS_UNET),
-    condition="label",
     control="mask",
     base="shapes_class",
     training=TrainConfig(steps=3000, batch_size=32, lr=5e-4, warmup=100, lr_schedule="cosine", ema_decay=0.995,
                          checkpoint_every=250),
-    weighting="min_snr",
-    p_uncond=0.1,
-    image_size=32,  # (no sample grids: they would need control images)
+    sample_every=0,  # (sample grids would need control images)
 )
 RECIPES["shapes_text_seed1"] = dataclasses.replace(  # a second base for lesson 13: an adapter is tied to its base
     RECIPES["shapes_text"], name="shapes_text_seed1",

@@ -10,7 +10,7 @@ from minidiff.checkpoint import load_checkpoint, save_checkpoint
 from minidiff.data.clips import FRAMES, SIZE, ShapeClips, path_residual, track
 from minidiff.metrics import ClipMetric
 from minidiff.nn import UNetConfig
-from minidiff.nn.video import VideoUNet, VideoUNetConfig
+from minidiff.nn.video import VideoUNet, VideoUNetConfig, frame_maps, frame_tokens
 from minidiff.schedules import NoiseSchedule
 
 TINY = UNetConfig(in_channels=3, channels=8, channel_mults=(1, 2), blocks_per_level=1, groups=4, heads=2,
@@ -95,3 +95,13 @@ def test_the_clip_metric_tells_real_clips_from_frames_of_different_clips():
     assert (metric.predict(d.clips) == d.labels).float().mean() > 0.95  # a clip's class: its frames' majority
     with pytest.raises(ValueError, match=r"clips must have shape \(B, F, 3, H, W\)"):
         metric.evaluate(d.clips[0])
+
+
+def test_frame_tokens_put_each_pixels_frames_in_one_sequence_and_frame_maps_undo_it():
+    B, F, C, H, W = 2, 3, 4, 2, 5
+    h = torch.randn(B * F, C, H, W)
+    tokens = frame_tokens(h, F)
+    assert tokens.shape == (B * H * W, F, C)
+    for b, f, y, x in [(0, 0, 0, 0), (1, 2, 1, 4), (0, 1, 1, 3)]:
+        assert torch.equal(tokens[b * H * W + y * W + x, f], h[b * F + f, :, y, x])  # clip b, pixel (y, x), frame f
+    assert torch.equal(frame_maps(tokens, h.shape), h)

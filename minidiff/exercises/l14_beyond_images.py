@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from minidiff.data.sounds import N_FFT, N_SAMPLES, SAMPLE_RATE
-from minidiff.exercises._common import Verdict, _verdict
+from minidiff.exercises._common import Verdict, _verdict, uses
+from minidiff.nn.video import frame_tokens
 
 
 def check_frequency_bin(fn: Callable[[Tensor], Tensor]) -> Verdict:
@@ -55,7 +56,7 @@ def check_frame_tokens(fn: Callable[[Tensor, int], Tensor]) -> Verdict:
     g = torch.Generator().manual_seed(14)
     B, F, C, H, W = 2, 3, 4, 2, 5
     h = torch.randn(B * F, C, H, W, generator=g, dtype=torch.float64)
-    expected = h.reshape(B, F, C, H, W).permute(0, 3, 4, 1, 2).reshape(B * H * W, F, C)
+    expected = frame_tokens(h, F)
     mistakes = {
         "a reshape alone does not move the numbers: the frame axis and the channel axis must first be brought "
         "next to each other, after the pixel axes (permute to (B, H, W, F, C)).": h.reshape(B * H * W, F, C),
@@ -69,8 +70,6 @@ def check_frame_tokens(fn: Callable[[Tensor, int], Tensor]) -> Verdict:
     return _verdict("frame_tokens", fn, (h, F), expected, mistakes, shape_hint=shape)
 
 
+@uses(frame_tokens)
 def solution_frame_tokens(h: Tensor, frames: int) -> Tensor:
-    BF, C, H, W = h.shape
-    B = BF // frames
-    x = h.reshape(B, frames, C, H, W)  # the clips' frames apart: (B, F, C, H, W)
-    return x.permute(0, 3, 4, 1, 2).reshape(B * H * W, frames, C)  # per clip and pixel, the F frames: (BHW, F, C)
+    return frame_tokens(h, frames)  # the package's: split B·F, move (F, C) after (H, W), merge

@@ -41,6 +41,20 @@ class VideoUNetConfig:
             raise ValueError(f"frames must be a positive integer, got {self.frames}")
 
 
+def frame_tokens(h: Tensor, frames: int) -> Tensor:
+    """Per-frame feature maps (B·F, C, H, W), each clip's F frames consecutive, as the sequences temporal
+    attention reads: for every clip and pixel, its F frames, each a token of C features, (B·H·W, F, C)."""
+    BF, C, H, W = h.shape
+    return h.reshape(BF // frames, frames, C, H, W).permute(0, 3, 4, 1, 2).reshape(-1, frames, C)
+
+
+def frame_maps(x: Tensor, shape: torch.Size) -> Tensor:
+    """The inverse of `frame_tokens`: sequences (B·H·W, F, C) back to feature maps of `shape` (B·F, C, H, W)."""
+    BF, C, H, W = shape
+    frames = x.shape[1]
+    return x.reshape(BF // frames, H, W, frames, C).permute(0, 3, 4, 1, 2).reshape(shape)
+
+
 class TemporalAttention(nn.Module):
     """h + Attention over frames at each pixel, (B·F, C, H, W) → the same shape. The frames' order
     enters through a sinusoidal embedding of the frame index, added to the features before their
@@ -55,15 +69,13 @@ class TemporalAttention(nn.Module):
         self.register_buffer("position", timestep_embedding(torch.arange(frames), channels), persistent=False)
 
     def forward(self, h: Tensor) -> Tensor:
-        BF, C, H, W = h.shape
-        B, Fr = BF // self.frames, self.frames
-        x = self.norm(h).reshape(B, Fr, C, H, W).permute(0, 3, 4, 1, 2).reshape(B * H * W, Fr, C)  # (BHW, F, C)
+        x = frame_tokens(self.norm(h), self.frames)  # (BHW, F, C): per clip and pixel, its frames
         x = x + self.position.to(x)  # which frame each token is
-        q, k, v = (z.reshape(B * H * W, Fr, self.heads, C // self.heads).transpose(1, 2)
+        N, Fr, C = x.shape
+        q, k, v = (z.reshape(N, Fr, self.heads, C // self.heads).transpose(1, 2)
                    for z in self.qkv(x).chunk(3, dim=-1))  # (BHW, heads, F, C/heads)
-        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B * H * W, Fr, C)
-        out = self.proj(out).reshape(B, H, W, Fr, C).permute(0, 3, 4, 1, 2).reshape(BF, C, H, W)
-        return h + out
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(N, Fr, C)
+        return h + frame_maps(self.proj(out), h.shape)  # (B·F, C, H, W)
 
 
 class SpaceTimeBlock(nn.Module):
