@@ -28,7 +28,7 @@ from minidiff.files import WEIGHTS_DIR
 from minidiff.generate import DEFAULT_GUIDANCE, FLOW_SOLVERS, SampleGrids, generate
 from minidiff.recipes import RECIPES, get_recipe, train_recipe
 from minidiff.samplers import SAMPLERS
-from minidiff.train import CHECKPOINT, MODEL
+from minidiff.train import CHECKPOINT, MODEL, init_distributed
 from minidiff.viz import IMAGE_FORMATS, save_samples
 
 
@@ -98,6 +98,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for checkpoints and samples")
     train.add_argument("--steps", type=_positive_int, help="total steps of the run (default: the recipe's)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--shards", type=_positive_int, metavar="K",
+                       help="split each batch in K shards, each with its own noise: one process accumulates them, "
+                            "K processes under torchrun take one each, and the two runs match (default: the "
+                            "number of processes)")
     train.add_argument("--device", type=_device, help="cpu, cuda, mps… (default: a GPU if there is one)")
     train.set_defaults(run=_train)
 
@@ -142,6 +146,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> None:
+    """Train a recipe; under `torchrun --nproc-per-node N`, on N processes (process 0 writes and prints)."""
+    init_distributed()
     _check_out_dir(args.out)
     recipe = get_recipe(args.recipe)
     callbacks = []
@@ -149,9 +155,14 @@ def _train(args: argparse.Namespace) -> None:
         objective, shape = recipe.objective(), recipe.sample_shape()
         callbacks.append(SampleGrids(args.out, objective, shape, recipe.sample_every, recipe.n_samples))
     result = train_recipe(
-        recipe, args.out, steps=args.steps, resume=args.resume, device=args.device, callbacks=callbacks
+        recipe, args.out, steps=args.steps, shards=args.shards, resume=args.resume, device=args.device,
+        callbacks=callbacks,
     )
     step, loss = result.losses[-1]
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+        if int(os.environ["RANK"]) > 0:
+            return
     print(f"trained {args.recipe} to step {step} (last loss {loss:.4f}); model: {args.out / MODEL}")
 
 

@@ -474,6 +474,7 @@ def train_recipe(
     out_dir: str | Path | None = None,
     *,
     steps: int | None = None,
+    shards: int | None = None,
     resume: bool = False,
     device: str | torch.device | None = None,
     callbacks: Sequence[Callback] = (),
@@ -485,6 +486,8 @@ def train_recipe(
         out_dir:   folder for checkpoints (see `train`); None: in memory only
         steps:     train for this many steps instead of the recipe's (e.g. a short fast-mode run,
                    or more steps to extend a finished run with resume=True)
+        shards:    split each batch into this many shards (`TrainConfig.shards`; default: the recipe's,
+                   raised to the number of processes under torchrun)
         resume:    continue the run saved in out_dir
         device:    where to train (default: `default_device()`)
         callbacks: called after every step as callback(step, loss, ema), e.g. sample grids
@@ -492,7 +495,8 @@ def train_recipe(
     the reconstruction MSE on the recipe's held-out images.
     """
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
-    config = recipe.training if steps is None else dataclasses.replace(recipe.training, steps=steps)
+    changes = {"steps": steps, "shards": shards}
+    config = dataclasses.replace(recipe.training, **{k: v for k, v in changes.items() if v is not None})
     data = recipe.training_data()
     objective = recipe.objective()
     model = recipe.initial_model(objective, device or default_device())

@@ -21,6 +21,8 @@ classifier's `minidiff.classifier.ClassifierObjective`. Around the loop, written
                                      run with an error naming the last good checkpoint
     callbacks                        called after every step with (step, loss, ema): live plots,
                                      sample grids (`minidiff.generate.SampleGrids`)
+    several processes                under `torchrun`, each process takes its shards of every batch and
+                                     `DistributedDataParallel` averages the gradients (see `shard_batch`)
 
 A run in `out_dir` leaves there: `last.safetensors` (every `checkpoint_every` steps: the EMA
 model plus the full training state) and `model.safetensors` (at the end: the EMA model alone,
@@ -29,16 +31,20 @@ what `python -m minidiff sample` and shipped weights use).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import math
+import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from minidiff._checks import check_choice, check_fields
 from minidiff.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -66,10 +72,12 @@ class TrainConfig:
     ema_decay: float = 0.999  # decay of the EMA weights (with a warm-up, see `ema_decay_at`); 0: no averaging
     seed: int = 0  # seeds the batches, the objective's noise and torch's global RNG (dropout)
     checkpoint_every: int = 500  # with out_dir: write last.safetensors every this many steps and at the end
+    shards: int = 1  # pieces each batch is split into, each with its own noise (`shard_batch`); raised to the
+    # number of processes under torchrun; on one process, more than 1 accumulates gradients over the pieces
 
     def __post_init__(self) -> None:
         check_fields(self)  # the types; below, the ranges
-        for name in ("steps", "batch_size", "checkpoint_every", "warmup", "seed"):
+        for name in ("steps", "batch_size", "checkpoint_every", "warmup", "seed", "shards"):
             value, least = getattr(self, name), 0 if name in ("warmup", "seed") else 1
             if value < least:
                 raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
@@ -82,6 +90,8 @@ class TrainConfig:
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if self.batch_size % self.shards:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of shards ({self.shards})")
 
 
 # Settings a resumed run may change: they do not change the weights it ends with.
@@ -161,9 +171,10 @@ class _Run:
     model: nn.Module
     ema: nn.Module
     optimizer: torch.optim.Optimizer
-    generator: torch.Generator  # draws the batches and the objective's randomness
+    generator: torch.Generator  # draws the batches and the objective's randomness (the same in every process)
     losses: list[tuple[int, float]]
     terms: dict[str, list[float]]  # the objective's logged terms, one value per step
+    net: nn.Module | None = None  # what the objective calls: the model, or under torchrun its DDP wrapper
 
     @property
     def step(self) -> int:
@@ -217,7 +228,7 @@ def train(
     Raises FloatingPointError if the loss, the gradient or the weights stop being finite; the
     last checkpoint written stays as it was, and the error names it.
     """
-    config = config or TrainConfig()
+    config = _shards_for_processes(config or TrainConfig())
     data = _as_data(data)
     objective.check(model, data)
     if resume and out_dir is None:
@@ -243,25 +254,29 @@ def train(
         terms={},
     )
     saved = _start(run, out_dir, resume)
+    run.net = _data_parallel(model)
     model.train()
-    bar = progress(range(run.step + 1, config.steps + 1), initial=run.step, total=config.steps, desc="train")
+    lead = _rank() == 0  # under torchrun only process 0 shows progress, calls back and writes checkpoints
+    bar = progress(range(run.step + 1, config.steps + 1), initial=run.step, total=config.steps, desc="train",
+                   disable=not lead)
     for step in bar:  # step = 1, 2, …: the number of the optimizer update
         try:
-            loss = _train_step(run, step)
+            loss, terms = _train_step(run, step)
         except FloatingPointError as error:
             raise FloatingPointError(f"{error}; {_last_good(out_dir, saved)}") from None
         run.losses.append((step, loss))
-        for name, value in objective.terms().items():
+        for name, value in terms.items():
             run.terms.setdefault(name, []).append(value)
         recent = [l for _, l in run.losses[-100:]]
         bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", refresh=False)  # running mean
-        for callback in callbacks:
+        for callback in callbacks if lead else ():
             callback(step, loss, run.ema)
         if out_dir is not None and (step % config.checkpoint_every == 0 or step == config.steps):
-            run.save(out_dir / CHECKPOINT)
+            if lead:
+                run.save(out_dir / CHECKPOINT)
             saved = step
     info = objective.finish(run.ema, data)
-    if out_dir is not None:
+    if out_dir is not None and lead:
         run.save(out_dir / MODEL, run.meta() | info, state=False)
     return TrainResult(run.ema, run.losses)
 
@@ -282,17 +297,30 @@ def _as_data(data: Tensor | Sequence[Tensor]) -> tuple[Tensor, ...]:
     return data
 
 
-def _train_step(run: _Run, step: int) -> float:
+def _train_step(run: _Run, step: int) -> tuple[float, dict[str, float]]:
     """One step: a random batch, the objective's loss, AdamW with warm-up and clipping, EMA.
-    Returns the loss; raises FloatingPointError before the update if anything is not finite."""
-    config, g = run.config, run.generator
-    i = torch.randint(len(run.data[0]), (config.batch_size,), generator=g, device=g.device)  # (B,)
-    loss = run.objective(run.model, tuple(x[i] for x in run.data), g)
-    value = loss.item()
+    Returns the loss and the objective's terms; raises FloatingPointError before the update if anything is not finite.
+
+    The loss of a batch split in K shards is the mean of the shards' losses, L = (1/K)·Σ_k L_k; a
+    process holding K/P of them (P processes) backpropagates (P/K)·L_k for each, and DDP's average
+    over the P processes makes the gradient ∇L, as one process accumulating all K would."""
+    config = run.config
+    mine = shard_batch(len(run.data[0]), config, run.generator)[_rank()::_world_size()]  # this process's shards
+    run.optimizer.zero_grad(set_to_none=True)
+    totals: dict[str, float] = {}  # the loss and the logged terms, summed over this process's shards
+    for k, (i, g) in enumerate(mine):
+        if config.shards > 1:
+            torch.manual_seed(g.initial_seed())  # dropout (torch's global RNG) seeded by the shard, not the process
+        last = k == len(mine) - 1
+        with contextlib.nullcontext() if last or run.net is run.model else run.net.no_sync():  # sync once
+            loss = run.objective(run.net, tuple(x[i] for x in run.data), g)
+            (loss * (_world_size() / config.shards)).backward()
+        for name, value in ({"loss": loss.item()} | run.objective.terms()).items():
+            totals[name] = totals.get(name, 0.0) + value
+    terms = {name: total / config.shards for name, total in _sum_over_processes(totals, loss.device).items()}
+    value = terms.pop("loss")
     if not math.isfinite(value):
         raise FloatingPointError(f"loss became {value} at step {step}")
-    run.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
     params = [p for p in run.model.parameters() if p.requires_grad]
     if config.grad_clip is None:
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
@@ -308,7 +336,84 @@ def _train_step(run: _Run, step: int) -> float:
         raise FloatingPointError(f"the weights became non-finite at step {step} (learning rate {lr_at(step, config)})")
     ema_update(run.ema, run.model, ema_decay_at(step, config.ema_decay))
     run.objective.after_step(run.model)
-    return value
+    return value, terms
+
+
+# ----- shards of a batch, and several processes (torchrun) -----------------------------------------------
+def shard_batch(n: int, config: TrainConfig, g: torch.Generator) -> list[tuple[Tensor, torch.Generator]]:
+    """The rows of one batch of a data set of n samples, in config.shards shards, each with the
+    generator of its randomness (noise, timesteps, dropped conditions), all drawn from the run's g:
+
+        i ~ U{0, …, n-1}^B              the batch's rows (B = config.batch_size)
+        s ~ U[0, 2^62)                  when K = config.shards > 1: shard k's seed is s + k
+
+    Shard k is rows i[k·B/K : (k+1)·B/K] with its own generator seeded s + k (and dropout seeded so
+    too). So a run is the same whichever process computes which shard: one process accumulating
+    the K shards' gradients, or K processes under torchrun with one each. With K = 1 the shard is the
+    batch and g draws its randomness directly."""
+    i = torch.randint(n, (config.batch_size,), generator=g, device=g.device)  # (B,)
+    if config.shards == 1:
+        return [(i, g)]
+    s = int(torch.randint(2**62, (), generator=g, device=g.device))  # one draw, whatever K is
+    return [(rows, torch.Generator(g.device).manual_seed(s + k)) for k, rows in enumerate(i.chunk(config.shards))]
+
+
+def init_distributed() -> int:
+    """Join the process group that `torchrun` describes in the environment (WORLD_SIZE, RANK,
+    MASTER_ADDR, …), if there is one: NCCL between GPUs, each process on GPU number LOCAL_RANK;
+    gloo between CPU processes. Returns the number of processes (1 without torchrun)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # "cuda" now means this process's GPU
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return world
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _shards_for_processes(config: TrainConfig) -> TrainConfig:
+    """config, its shards raised from 1 to the number of processes; an error if they cannot be shared out."""
+    world = _world_size()
+    if config.shards == 1 and world > 1:
+        config = replace(config, shards=world)
+    if config.shards % world:
+        raise ValueError(f"shards ({config.shards}) must be a multiple of the number of processes ({world}): "
+                         "each process takes the same number of shards")
+    return config
+
+
+class _DataParallel(DistributedDataParallel):
+    """DDP whose other attributes are the wrapped model's (objectives ask a model for its config, …)."""
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.module, name)
+
+
+def _data_parallel(model: nn.Module) -> nn.Module:
+    """model wrapped in DistributedDataParallel when several processes train it, else model itself."""
+    if _world_size() == 1:
+        return model
+    p = next(model.parameters())
+    return _DataParallel(model, device_ids=[p.device.index] if p.device.type == "cuda" else None)
+
+
+def _sum_over_processes(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Each value summed over all processes (itself with one process)."""
+    if _world_size() == 1:
+        return values
+    total = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
+    dist.all_reduce(total)  # a sum, by default
+    return dict(zip(values, total.tolist(), strict=True))
 
 
 def _start(run: _Run, out_dir: Path | None, resume: bool) -> int | None:
@@ -363,10 +468,11 @@ def _check_same_run(path: Path, meta: dict, run: _Run) -> None:
     saved, ours = meta.get("train", {}), asdict(run.config)
     # a one-cycle or cosine schedule is laid out over the run's total steps: those cannot change on resume
     resumable = RESUMABLE_CHANGES if run.config.lr_schedule == "constant" else ("checkpoint_every",)
+    defaults = {f.name: f.default for f in fields(TrainConfig)}  # for settings added since it was saved
     differences = [
-        f"{k}: checkpoint {saved.get(k)!r}, now {v!r}"
+        f"{k}: checkpoint {saved.get(k, defaults[k])!r}, now {v!r}"
         for k, v in ours.items()
-        if k not in resumable and saved.get(k) != v
+        if k not in resumable and saved.get(k, defaults[k]) != v
     ]
     if meta.get("objective") != run.objective.describe():
         differences.append(f"objective: checkpoint {meta.get('objective')}, now {run.objective.describe()}")

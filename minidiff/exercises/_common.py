@@ -3,6 +3,8 @@ answer with the expected one, and naming the first known mistake it matches."""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Sequence
 
 import torch
@@ -10,6 +12,7 @@ from torch import Tensor
 
 from minidiff.schedules import NoiseSchedule
 
+EXERCISES_LOG = "MINIDIFF_EXERCISES"  # environment variable: a file where each check's verdict is recorded
 BROADCAST_HINT = " A per-sample value of shape (B,) must be reshaped to (B, 1, 1, 1) to broadcast."
 
 
@@ -47,27 +50,30 @@ def _verdict(
         got = fn(*args)
     except Exception as e:  # noqa: BLE001 — any error in learner code becomes feedback
         hint = broadcast_hint if "size of tensor" in str(e) else ""
-        print(f"✗ {name}: your function raised {type(e).__name__}: {e}.{hint}")
-        return Verdict(False)
+        return _say(name, False, f"your function raised {type(e).__name__}: {e}.{hint}")
     if got is None:
-        print(f"✗ {name}: your function returned None. Did you forget `return`?")
-        return Verdict(False)
+        return _say(name, False, "your function returned None. Did you forget `return`?")
     if not torch.is_tensor(got):
-        print(f"✗ {name}: expected a torch.Tensor, got {type(got).__name__}.")
-        return Verdict(False)
+        return _say(name, False, f"expected a torch.Tensor, got {type(got).__name__}.")
     if got.shape != expected.shape:
-        print(f"✗ {name}: expected shape {tuple(expected.shape)}, got {tuple(got.shape)}.{shape_hint}")
-        return Verdict(False)
+        return _say(name, False, f"expected shape {tuple(expected.shape)}, got {tuple(got.shape)}.{shape_hint}")
     if torch.allclose(got.double(), expected.double(), rtol=1e-4, atol=1e-5):
-        print(f"✓ {name}: correct.")
-        return Verdict(True)
+        return _say(name, True, "correct.")
     for hint, wrong in mistakes.items():
         if torch.allclose(got.double(), wrong.double(), rtol=1e-4, atol=1e-5):
-            print(f"✗ {name}: {hint}")
-            return Verdict(False)
+            return _say(name, False, hint)
     err = (got.double() - expected.double()).abs().max().item()
-    print(f"✗ {name}: the values are off (largest error {err:.3g}).{off_hint}")
-    return Verdict(False)
+    return _say(name, False, f"the values are off (largest error {err:.3g}).{off_hint}")
+
+
+def _say(name: str, ok: bool, message: str) -> Verdict:
+    """Print a check's verdict, "✓ name: message" or "✗ name: message", and, when the exercise report
+    runs the notebook (`python -m minidiff.exercises report`), record it in its log as a line of JSON."""
+    print(f"{'✓' if ok else '✗'} {name}: {message}")
+    if os.environ.get(EXERCISES_LOG):
+        with open(os.environ[EXERCISES_LOG], "a", encoding="utf-8") as log:
+            log.write(json.dumps({"check": name, "ok": ok, "message": message}) + "\n")
+    return Verdict(ok)
 
 
 def _verdict_on_cases(
