@@ -8,7 +8,7 @@ The path of data, one direction:
 """
 
 from minidiff.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from minidiff.course import budget, claim, default_device, fast_mode
+from minidiff.course import budget, claim, default_device, fast_mode, use_device
 from minidiff.data import TOY_DATASETS, GaussianMixture, eight_gaussians, make_toy
 from minidiff.edit import img2img, inpaint
 from minidiff.forward import DiffusionObjective, as_eps_model, diffusion_loss, training_target, x0_from_eps
@@ -70,6 +70,7 @@ __all__ = [
     "denoise",
     "ddpm",
     "default_device",
+    "use_device",
     "diffusion_loss",
     "dpmpp_2m",
     "dpmpp_2m_sde",

@@ -4,6 +4,10 @@
 running the notebooks gets the full budgets. Lessons call `budget(fast=…, full=…)` for
 every size that depends on it, instead of branching on a flag themselves.
 
+A lesson that needs an optional package names it in its metadata, "minidiff": {"requires":
+["diffusers"]}; `missing_requirement` says why such a lesson cannot run here, so that the course
+runner and the tests skip it with that reason instead of failing.
+
 `claim(...)` backs each quantitative sentence of a lesson with a check of what the lesson
 measured. `python -m minidiff.run_course NOTEBOOK… --out DIR` runs notebooks headlessly
 (`make course`) and reports every claim.
@@ -11,10 +15,13 @@ measured. `python -m minidiff.run_course NOTEBOOK… --out DIR` runs notebooks h
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import os
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TypeVar
 
 import torch
@@ -41,6 +48,36 @@ def default_device() -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+_bf16_on: set[str] = set()  # device types whose U-Nets and DiTs run under bfloat16 autocast (`use_device`)
+
+
+def use_device() -> torch.device:
+    """The device a lesson runs on, `default_device()`, with one line saying which. On a CUDA GPU
+    that computes in bfloat16 (Ampere and newer) it also turns on bfloat16 autocast for the U-Net
+    and the DiT (`bf16_autocast`: their matrix products in bfloat16, 8 bits of mantissa, which such
+    GPUs run much faster than float32). The CPU and Apple's MPS stay in float32 (bfloat16 is slow on
+    CPUs without native support; `benchmarks/bench_recipes.py` measures it on yours)."""
+    device = default_device()
+    _bf16_on.clear()
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        _bf16_on.add("cuda")
+    if device.type == "cuda":
+        print(f"device: cuda, {torch.cuda.get_device_name(device)}"
+              + (" (bfloat16 autocast)" if _bf16_on else " (float32: no bfloat16 on this GPU)"))
+    else:
+        threads = torch.get_num_threads()
+        print(f"device: cpu (float32; {threads} torch thread{'s' if threads > 1 else ''})" if device.type == "cpu"
+              else f"device: {device.type} (float32)")
+    return device
+
+
+def bf16_autocast(x: torch.Tensor, requested: bool = False):
+    """bfloat16 autocast on x's device, if `requested` (a model's config.bf16) or if `use_device` turned
+    it on for this kind of device; else a context that does nothing. Outputs come back in x's dtype."""
+    on = requested or x.device.type in _bf16_on
+    return torch.autocast(x.device.type, dtype=torch.bfloat16) if on else contextlib.nullcontext()
 
 
 # ----- progress bars ---------------------------------------------------------------------------
@@ -100,3 +137,18 @@ def _record(statement: str, status: str, measured: str) -> None:
     if path:
         with open(path, "a", encoding="utf-8") as f:  # one JSON line per claim, appended as the lesson runs
             f.write(json.dumps({"claim": statement, "status": status, "measured": measured}) + "\n")
+
+
+# ----- lessons that need an optional package -----------------------------------------------------
+EXTRAS = ("diffusers",)  # optional packages that minidiff has an extra of the same name for (pyproject.toml)
+
+
+def missing_requirement(notebook: str | Path) -> str | None:
+    """Why the lesson `notebook` cannot run here, or None if it can: the first package named in
+    its metadata's "minidiff": {"requires": […]} that is not installed, and how to install it."""
+    metadata = json.loads(Path(notebook).read_text(encoding="utf-8")).get("metadata", {})
+    for package in metadata.get("minidiff", {}).get("requires", []):
+        if importlib.util.find_spec(package) is None:
+            how = f"pip install 'minidiff[{package}]'" if package in EXTRAS else f"pip install {package}"
+            return f"needs {package}, which is not installed ({how})"
+    return None

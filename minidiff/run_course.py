@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,9 +30,8 @@ def run_notebook(path: Path, out_dir: Path, timeout: int = 1800) -> tuple[bool, 
     """Execute one notebook headlessly (in its own folder), showing progress, and write the
     executed .ipynb and an .html page to out_dir. Returns (ok, seconds)."""
     import nbformat
-    from jupyter_client.manager import KernelManager
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
+
+    from minidiff.notebook import execute_notebook
 
     nb = nbformat.read(path, as_version=4)
     code = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"]
@@ -53,36 +50,13 @@ def run_notebook(path: Path, out_dir: Path, timeout: int = 1800) -> tuple[bool, 
                   file=sys.stderr, flush=True)
             last = now
 
-    ok = True
-    ipc = Path(tempfile.mkdtemp(prefix="minidiff-kernel-"))
-    km = KernelManager(kernel_name="python3", transport="ipc", ip=str(ipc / "kernel"))  # local sockets, not TCP
     env = {CLAIMS_LOG: str(claims.resolve()), TERMINAL_PROGRESS: "1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the kernel inherits them
-    try:
-        NotebookClient(
-            nb,
-            km=km,
-            timeout=timeout,
-            resources={"metadata": {"path": str(path.parent)}},
-            on_cell_execute=show,
-        ).execute()
-    except CellExecutionError as error:
-        ok = False
-        print(str(error)[-2000:], file=sys.stderr)
-    finally:
-        if km.has_kernel:  # a kernel manager we made is ours to shut down: ask the kernel to exit and wait
-            km.request_shutdown()  # (shutdown_kernel would interrupt it first: a KeyboardInterrupt in the log)
-            km.finish_shutdown()
-            km.cleanup_resources()
-        for k, v in saved.items():
-            if v is None:
-                del os.environ[k]
-            else:
-                os.environ[k] = v
-        shutil.rmtree(ipc, ignore_errors=True)
-        if tty:
-            print(file=sys.stderr)
+    error = execute_notebook(nb, path.parent, env, timeout=timeout, on_cell=show)
+    if tty:
+        print(file=sys.stderr)
+    if error is not None:
+        print(error[-2000:], file=sys.stderr)
+    ok = error is None
     seconds = time.perf_counter() - start
     write_atomic(out_dir / path.name, nbformat.writes(nb).encode())
     write_atomic(out_dir / path.with_suffix(".html").name, export_html(nb, out_dir).encode())

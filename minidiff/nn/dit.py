@@ -28,7 +28,6 @@ Notation: B batch, C image channels, p patch size, N = (H/p)·(W/p) tokens, D wi
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from dataclasses import dataclass
 
@@ -37,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minidiff._checks import check_fields
+from minidiff.course import bf16_autocast
 from minidiff.nn.attention import TokenAttention, zero_init
 from minidiff.nn.layers import LabelConditioned, TimeEmbedding, print_summary, timestep_embedding
 
@@ -165,8 +165,7 @@ class DiT(LabelConditioned, nn.Module):
         c = self.config
         self.check_image_inputs(x_t, t, y, c.in_channels)  # (`patchify` checks that p divides H and W)
         p, (H, W) = c.patch_size, x_t.shape[2:]
-        amp = torch.autocast(x_t.device.type, dtype=torch.bfloat16) if c.bf16 else contextlib.nullcontext()
-        with amp:
+        with bf16_autocast(x_t, c.bf16):
             cond = F.silu(self.embed_condition(self.time_embedding(t), y))  # c, (B, D); y = None: the null label
             tokens = patchify(x_t, p)  # (B, N, C·p²); checks that p divides H and W
             h = self.embed(tokens) + position_embedding_2d(H // p, W // p, c.width).to(x_t.device)  # (B, N, D)

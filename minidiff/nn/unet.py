@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minidiff._checks import check_fields, check_finite
+from minidiff.course import bf16_autocast
 from minidiff.nn.attention import CrossAttention, SelfAttention, zero_init
 from minidiff.nn.layers import LabelConditioned, TimeEmbedding, print_summary
 
@@ -216,8 +217,8 @@ class UNet(LabelConditioned, nn.Module):
             return self.decode(h, skips, emb, context, context_mask).to(x_t.dtype)  # (B, out_channels, H, W)
 
     def autocast(self, x_t: Tensor) -> contextlib.AbstractContextManager:
-        """bfloat16 autocast on x_t's device if config.bf16, else nothing."""
-        return torch.autocast(x_t.device.type, dtype=torch.bfloat16) if self.config.bf16 else contextlib.nullcontext()
+        """bfloat16 autocast on x_t's device if config.bf16 or a lesson's `use_device` chose it, else nothing."""
+        return bf16_autocast(x_t, self.config.bf16)
 
     def embed(self, t: Tensor, y: Tensor | None) -> Tensor:
         """SiLU(time embedding + label embedding), what every block reads: (B, E)."""
