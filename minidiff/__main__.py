@@ -19,12 +19,14 @@ import os
 import sys
 from pathlib import Path
 
+import matplotlib.image
 import torch
 
 from minidiff.checkpoint import load_checkpoint
 from minidiff.classifier import CLASSIFIER_RECIPES, train_and_save
 from minidiff.course import default_device
 from minidiff.files import WEIGHTS_DIR
+from minidiff.forward import is_controlled
 from minidiff.generate import DEFAULT_GUIDANCE, FLOW_SOLVERS, SampleGrids, generate
 from minidiff.recipes import RECIPES, get_recipe, train_recipe
 from minidiff.samplers import SAMPLERS
@@ -130,6 +132,11 @@ def _parser() -> argparse.ArgumentParser:
         help=f"guidance scale w with --label or --prompt (default: {DEFAULT_GUIDANCE:g}, or 1 for a consistency "
         "model, whose guidance is distilled in; 1 = none)",
     )
+    sampler.add_argument(
+        "--control", type=Path, metavar="PNG",
+        help="for a ControlNet: a mask image (white where the shape goes, any size: it is scaled to the model's), "
+        "the same for every sample",
+    )
     sampler.add_argument("--device", type=_device, help="cpu, cuda, mps… (default: a GPU if there is one)")
     sampler.set_defaults(run=_sample)
 
@@ -170,11 +177,26 @@ def _sample(args: argparse.Namespace) -> None:
     _check_out_file(args.out)
     _check_finished(args.checkpoint)
     ckpt = load_checkpoint(args.checkpoint, device=args.device or default_device())
+    control = None if args.control is None else _mask(args.control, ckpt.sample_shape[-2:])
+    if control is None and is_controlled(ckpt.model):
+        print("no --control: a ControlNet without its control image samples as its base model")
     images = generate(
         ckpt, args.n, sampler=args.sampler, steps=args.steps, label=args.label, prompt=args.prompt,
-        guidance=args.guidance, seed=args.seed,
+        guidance=args.guidance, seed=args.seed, control=control,
     )
     print(f"{args.n} samples ({args.sampler}, {args.steps} steps) → {save_samples(images, args.out)}")
+
+
+def _mask(path: Path, size: tuple[int, int]) -> torch.Tensor:
+    """A picture file as a mask (1, H, W) of the model's size: bright (> 0.5 in grey) is True."""
+    try:
+        picture = torch.as_tensor(matplotlib.image.imread(path), dtype=torch.float32)  # (h, w) or (h, w, channels)
+    except (OSError, ValueError, SyntaxError) as error:  # Pillow's errors for a file that is not a picture
+        raise ValueError(f"--control: cannot read {path} as a picture ({error})") from None
+    grey = picture[..., :3].mean(-1) if picture.ndim == 3 else picture  # (h, w); alpha is ignored
+    grey = grey / 255 if grey.max() > 1 else grey  # 8-bit JPEGs come as 0…255
+    scaled = torch.nn.functional.interpolate(grey[None, None], size=tuple(size), mode="area")  # (1, 1, H, W)
+    return scaled[0] > 0.5
 
 
 def _check_finished(checkpoint: Path) -> None:

@@ -7,13 +7,17 @@ import subprocess
 import sys
 import wave
 
+import matplotlib.image
 import pytest
 import torch
 
 from minidiff.__main__ import main
 from minidiff.checkpoint import load_checkpoint
+from minidiff.data import shape_mask
 from minidiff.data.sounds import N_SAMPLES, PITCHES, SAMPLE_RATE, SOUND_CLASSES, dominant_frequency, nearest_pitch
 from minidiff.files import WEIGHTS_DIR
+from minidiff.generate import generate
+from minidiff.metrics import mask_iou
 from minidiff.train import CHECKPOINT, MODEL
 
 
@@ -136,3 +140,38 @@ def test_sample_a_sound_model_into_a_wav_file_and_a_video_model_into_a_grid(tmp_
     shapes = str(WEIGHTS_DIR / "shapes_class.safetensors")
     assert main(["sample", "--checkpoint", shapes, "--label", "3", "--out", str(tmp_path / "x.wav"), *common]) == 2
     assert "a WAV file needs sound spectrograms" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_sample_a_controlnet_with_a_mask_drawn_in_a_picture(tmp_path, capsys, monkeypatch, side):
+    """`--control mask.png`: a picture of any size, bright where the shape goes, scaled to the model's
+    size; the shipped ControlNet puts the shape there (IoU of the samples' shapes with the mask)."""
+    picture = torch.zeros(48, 48, 3)
+    columns = slice(4, 22) if side == "left" else slice(26, 44)
+    picture[14:34, columns] = 1.0
+    path = tmp_path / "mask.png"
+    matplotlib.image.imsave(path, picture.numpy())
+    seen = []
+
+    def recording_generate(*args, **kwargs):
+        seen.append((kwargs["control"], images := generate(*args, **kwargs)))
+        return images
+
+    monkeypatch.setattr("minidiff.__main__.generate", recording_generate)
+    controlnet = str(WEIGHTS_DIR / "shapes_controlnet.safetensors")
+    args = ["sample", "--checkpoint", controlnet, "--label", "3", "--n", "4", "--steps", "10", "--device", "cpu"]
+    assert main([*args, "--control", str(path), "--out", str(tmp_path / "grid.png")]) == 0
+    mask, images = seen[0]
+    assert mask.shape == (1, 32, 32) and mask.dtype == torch.bool  # the model's 32×32
+    half = mask[0, :, :16] if side == "left" else mask[0, :, 16:]
+    assert half.sum() == mask.sum() > 80  # the mask, scaled, on its side
+    assert mask_iou(shape_mask(images), mask.expand(4, 1, 32, 32)).mean() > 0.6
+    assert main([*args, "--control", str(tmp_path / "grid.png"), "--out", str(tmp_path / "again.png")]) == 0
+    bad = tmp_path / "not_a_picture.png"
+    bad.write_text("hello")
+    assert main([*args, "--control", str(bad), "--out", str(tmp_path / "x.png")]) == 2
+    assert "--control: cannot read" in capsys.readouterr().err
+    shapes = str(WEIGHTS_DIR / "shapes_class.safetensors")
+    other = ["sample", "--checkpoint", shapes, *args[3:], "--control", str(path), "--out", str(tmp_path / "y.png")]
+    assert main(other) == 2
+    assert "control was given, but this UNet takes none" in capsys.readouterr().err
