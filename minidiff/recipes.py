@@ -44,7 +44,7 @@ from minidiff.nn.video import VideoUNetConfig
 from minidiff.objective import Objective
 from minidiff.pretrained import load_pretrained, load_vae, vae_info
 from minidiff.schedules import NoiseSchedule
-from minidiff.train import Callback, TrainConfig, TrainResult, train
+from minidiff.train import Callback, TrainConfig, TrainResult, process_rank, train
 
 DATASETS = ("digits", "shapes", "sounds", "clips", "clip_frames", *TOY_DATASETS)
 CONDITIONS = (None, "label", "caption")
@@ -501,7 +501,7 @@ def train_recipe(
     objective = recipe.objective()
     model = recipe.initial_model(objective, device or default_device())
     result = train(model, data, objective, config, out_dir=out_dir, resume=resume, callbacks=callbacks)
-    if isinstance(recipe.model, VAEConfig):
+    if isinstance(recipe.model, VAEConfig) and process_rank() == 0:  # under torchrun, process 0 speaks
         heldout = recipe.load_heldout()
         mse = reconstruction_mse(result.ema, heldout)
         tqdm.write(f"reconstruction MSE on {len(heldout)} held-out images: {mse:.5f}")

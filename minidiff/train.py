@@ -197,6 +197,8 @@ class _Run:
             for i, s in self.optimizer.state_dict()["state"].items():
                 extra |= {f"optimizer.{i}.{k}": v for k, v in s.items()}  # AdamW's step, exp_avg, exp_avg_sq
             extra |= {"rng.batches": self.generator.get_state(), "rng.torch": torch.get_rng_state()}
+            if self.generator.device.type == "cuda":  # dropout on a GPU draws from the GPU's own generator
+                extra["rng.cuda"] = torch.cuda.get_rng_state(self.generator.device)
             extra |= {f"objective.{k}": v for k, v in self.objective.state().items()}
         shape = tuple(self.data[0].shape[1:])
         fields = self.objective.checkpoint_fields()
@@ -256,7 +258,7 @@ def train(
     saved = _start(run, out_dir, resume)
     run.net = _data_parallel(model)
     model.train()
-    lead = _rank() == 0  # under torchrun only process 0 shows progress, calls back and writes checkpoints
+    lead = process_rank() == 0  # under torchrun only process 0 shows progress, calls back and writes checkpoints
     bar = progress(range(run.step + 1, config.steps + 1), initial=run.step, total=config.steps, desc="train",
                    disable=not lead)
     for step in bar:  # step = 1, 2, …: the number of the optimizer update
@@ -305,7 +307,7 @@ def _train_step(run: _Run, step: int) -> tuple[float, dict[str, float]]:
     process holding K/P of them (P processes) backpropagates (P/K)·L_k for each, and DDP's average
     over the P processes makes the gradient ∇L, as one process accumulating all K would."""
     config = run.config
-    mine = shard_batch(len(run.data[0]), config, run.generator)[_rank()::_world_size()]  # this process's shards
+    mine = shard_batch(len(run.data[0]), config, run.generator)[process_rank()::_world_size()]  # this process's shards
     run.optimizer.zero_grad(set_to_none=True)
     totals: dict[str, float] = {}  # the loss and the logged terms, summed over this process's shards
     for k, (i, g) in enumerate(mine):
@@ -370,7 +372,8 @@ def init_distributed() -> int:
     return world
 
 
-def _rank() -> int:
+def process_rank() -> int:
+    """This process's number under torchrun (0 writes the checkpoints and prints); 0 without it."""
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
@@ -459,6 +462,8 @@ def _restore(run: _Run, path: Path) -> None:
                               if k.startswith("objective.")})
     run.generator.set_state(ckpt.extra["rng.batches"])
     torch.set_rng_state(ckpt.extra["rng.torch"])
+    if "rng.cuda" in ckpt.extra and run.generator.device.type == "cuda":
+        torch.cuda.set_rng_state(ckpt.extra["rng.cuda"], run.generator.device)
     run.losses[:] = [(step, loss) for step, loss in ckpt.meta["losses"]]
     run.terms.update(ckpt.meta["terms"])
 
