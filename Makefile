@@ -3,6 +3,10 @@
 # make unit   — the unit tests alone (fast mode), for quick work
 # make lint   — ruff, and the package's layers (lint-imports, contracts in pyproject.toml)
 # make lab    — open JupyterLab on the course (LAB_FLAGS=--no-browser on a remote machine)
+# make site   — the course website in build/site/, from the executed course (runs `make course` first)
+#
+# FAST=1 runs the course in fast mode (MINIDIFF_FAST=1) into build/course-fast/ instead, and `make site FAST=1`
+# builds build/site-fast/ from it: CI's site, in minutes.
 #
 # TORCH picks the PyTorch build pip installs first. Plain `torch` from PyPI is, on Linux, a CUDA
 # build of several GB; on a laptop without a GPU, TORCH_INDEX=https://download.pytorch.org/whl/cpu
@@ -18,22 +22,28 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
-HTML := $(patsubst notebooks/%.ipynb,build/course/%.html,$(NOTEBOOKS))
-PACKAGE := $(shell find minidiff -name '*.py')
+FAST ?=
+COURSE_DIR := build/course$(if $(FAST),-fast)
+SITE_DIR := build/site$(if $(FAST),-fast)
+HTML := $(patsubst notebooks/%.ipynb,$(COURSE_DIR)/%.html,$(NOTEBOOKS))
+PACKAGE := $(filter-out minidiff/website.py,$(shell find minidiff -name '*.py'))  # what the lessons run
 THREADS ?= 2
 export OMP_NUM_THREADS := $(THREADS)
 export MKL_NUM_THREADS := $(THREADS)
 
-.PHONY: course test unit lab lint clean
+.PHONY: course site test unit lab lint clean
 # a lesson that fails (or a claim it makes) leaves no page, so the next `make course` runs it again;
 # its executed notebook, with the error, stays in build/course/
 .DELETE_ON_ERROR:
 
 course: $(HTML)
-	@$(BIN)/python -m minidiff.run_course --report build/course
+	@$(BIN)/python -m minidiff.run_course --report $(COURSE_DIR)
 
-build/course/%.html: notebooks/%.ipynb $(PACKAGE) $(STAMP)
-	@$(BIN)/python -m minidiff.run_course $< --out build/course
+$(COURSE_DIR)/%.html: notebooks/%.ipynb $(PACKAGE) $(STAMP)
+	@$(if $(FAST),MINIDIFF_FAST=1 )$(BIN)/python -m minidiff.run_course $< --out $(COURSE_DIR)
+
+site: course
+	$(BIN)/python -m minidiff.website $(COURSE_DIR) --out $(SITE_DIR)
 
 test: $(STAMP)
 	MINIDIFF_FAST=1 $(BIN)/python -m pytest -q tests --nbval-lax notebooks

@@ -191,7 +191,7 @@ def save_checkpoint(
     header = {
         "format": FORMAT,
         "version": VERSION,
-        "model": {"class": name, "config": _config_dict(model.config)},
+        "model": {"class": name, "config": config_dict(model.config)},
         "denoiser": denoiser,
         "sample_shape": list(sample_shape) if sample_shape is not None else None,
         "vae": vae,
@@ -349,7 +349,7 @@ def _model_with_weights(
     return model
 
 
-def _config_dict(config: Any) -> dict[str, Any]:
+def config_dict(config: Any) -> dict[str, Any]:
     """A config dataclass as plain JSON values (tuples become lists), comparable after a round trip."""
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
@@ -358,7 +358,7 @@ def _check_same_model(path: Path, name: str, config: dict[str, Any], model: nn.M
     """Raise CheckpointError naming what differs between the checkpoint's model and `model`."""
     if type(model).__name__ != name:
         raise CheckpointError(f"{path} holds a {name} model, but the model given is a {type(model).__name__}")
-    ours = _config_dict(model.config)
+    ours = config_dict(model.config)
     differences = [
         f"{k}: checkpoint {config.get(k)!r}, model {ours.get(k)!r}"
         for k in ours | config

@@ -16,13 +16,13 @@ measured. `python -m minidiff.run_course NOTEBOOK… --out DIR` runs notebooks h
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import json
 import os
-import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import TextIO, TypeVar
 
 import torch
 from tqdm.auto import tqdm as tqdm_auto
@@ -81,16 +81,22 @@ def bf16_autocast(x: torch.Tensor, requested: bool = False):
 
 
 # ----- progress bars ---------------------------------------------------------------------------
-TERMINAL_PROGRESS = "MINIDIFF_TERMINAL_PROGRESS"  # set by the course runner: bars go to its terminal
+TERMINAL_PROGRESS = "MINIDIFF_TERMINAL_PROGRESS"  # set by the course runner: a file it copies to its terminal
 
 
 def progress(iterable: Iterable[T], **kwargs) -> Iterable[T]:
     """A tqdm progress bar over `iterable`: the notebook's own bar in Jupyter, a text bar in a
-    terminal; under the headless course runner, a text bar on the runner's terminal (the
-    kernel's real stderr), so that a learner running `make course` sees the training advance."""
+    terminal; under the headless course runner, a text bar written to the file the runner names
+    (and copies to its terminal as it grows), so that a learner running `make course` sees the
+    training advance and the executed notebook and its page keep no bars."""
     if os.environ.get(TERMINAL_PROGRESS):
-        return tqdm_std(iterable, file=sys.__stderr__, mininterval=2.0, **kwargs)
+        return tqdm_std(iterable, file=_progress_file(os.environ[TERMINAL_PROGRESS]), mininterval=2.0, **kwargs)
     return tqdm_auto(iterable, **kwargs)
+
+
+@functools.cache
+def _progress_file(path: str) -> TextIO:
+    return open(path, "a", encoding="utf-8")  # open for the kernel's life, like a terminal
 
 
 # ----- claims: every number a lesson's prose states, checked against what the lesson measured -----

@@ -4,6 +4,7 @@ share. The kernel talks over local sockets (ipc), not TCP ports, and inherits `e
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -14,6 +15,32 @@ import nbformat
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+
+# MathJax 2 for pages read offline: the copy that the jupyter-server-mathjax package ships. It has MathJax's
+# STIX web fonts but not its TeX fonts, so the pages ask for STIX (config/local/minidiff.js): with the
+# default settings the roots, bars and hats of formulas come apart from their letters.
+MATHJAX_URL = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe,local/minidiff"  # relative to a page
+MATHJAX_FONTS = {
+    "HTML-CSS": {"availableFonts": [], "preferredFont": None, "webFont": "STIX-Web", "imageFont": None},
+    "fast-preview": {"disabled": True},  # its quick preview would ask for the TeX fonts
+    # the hidden MathML for screen readers would ask for them too (a \mathcal), though it is never drawn
+    "AssistiveMML": {"styles": {".MJX_Assistive_MathML *": {"font-family": "inherit !important"}}},
+}
+
+
+def copy_mathjax(folder: Path) -> Path:
+    """MathJax, with the fonts set as above, into folder/mathjax (once); returns that folder."""
+    import jupyter_server_mathjax
+
+    mathjax = folder / "mathjax"
+    if not (mathjax / "MathJax.js").is_file():
+        shutil.copytree(Path(jupyter_server_mathjax.__file__).parent / "static", mathjax, dirs_exist_ok=True)
+    config = f"MathJax.Hub.Config({json.dumps(MATHJAX_FONTS)});\n"
+    config += 'MathJax.Ajax.loadComplete("[MathJax]/config/local/minidiff.js");\n'
+    (mathjax / "config" / "local").mkdir(parents=True, exist_ok=True)
+    (mathjax / "config" / "local" / "minidiff.js").write_text(config, encoding="utf-8")
+    return mathjax
+
 
 OnCell = Callable[[nbformat.NotebookNode, int], None]  # on_cell(cell, index), before each code cell runs
 

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
-from minidiff.course import CLAIMS_LOG, TERMINAL_PROGRESS
+from minidiff.course import CLAIMS_LOG, TERMINAL_PROGRESS, missing_requirement
 from minidiff.files import write_atomic
+from minidiff.viz import static_outputs
 
 PROGRESS_EVERY = 15  # seconds between progress lines in a log (on a terminal: one line, updated)
-MATHJAX = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"  # relative to the pages
 
 
 def run_notebook(path: Path, out_dir: Path, timeout: int = 1800) -> tuple[bool, float]:
@@ -50,8 +50,16 @@ def run_notebook(path: Path, out_dir: Path, timeout: int = 1800) -> tuple[bool, 
                   file=sys.stderr, flush=True)
             last = now
 
-    env = {CLAIMS_LOG: str(claims.resolve()), TERMINAL_PROGRESS: "1"}
+    bars = claims.with_suffix(".progress")  # the kernel's progress bars, copied to this terminal as they come
+    bars.write_text("")
+    stop = threading.Event()
+    relay = threading.Thread(target=_relay, args=(bars, stop), daemon=True)
+    relay.start()
+    env = {CLAIMS_LOG: str(claims.resolve()), TERMINAL_PROGRESS: str(bars.resolve())}
     error = execute_notebook(nb, path.parent, env, timeout=timeout, on_cell=show)
+    stop.set()
+    relay.join()
+    bars.unlink()
     if tty:
         print(file=sys.stderr)
     if error is not None:
@@ -63,15 +71,26 @@ def run_notebook(path: Path, out_dir: Path, timeout: int = 1800) -> tuple[bool, 
     return ok, seconds
 
 
+def _relay(path: Path, stop: threading.Event) -> None:
+    """Copy what is appended to `path` onto stderr, every half second until `stop` is set."""
+    with open(path, encoding="utf-8") as f:
+        while not stop.wait(0.5):
+            sys.stderr.write(f.read())
+            sys.stderr.flush()
+        sys.stderr.write(f.read())
+
+
 def export_html(nb, out_dir: Path) -> str:
-    """The executed notebook as an HTML page whose math renders offline, from DIR/mathjax."""
-    import jupyter_server_mathjax
+    """The executed notebook as an HTML page that works offline: its math renders from DIR/mathjax,
+    and widgets, which need a kernel, show what `viz.static_outputs` gives them (a slider's
+    stand-in, a progress bar as it ended) instead of loading a widget manager from the web."""
+    import nbformat
     from nbconvert import HTMLExporter
 
-    mathjax = out_dir / "mathjax"
-    if not (mathjax / "MathJax.js").is_file():
-        shutil.copytree(Path(jupyter_server_mathjax.__file__).parent / "static", mathjax, dirs_exist_ok=True)
-    html, _ = HTMLExporter(mathjax_url=MATHJAX).from_notebook_node(nb)
+    from minidiff.notebook import MATHJAX_URL, copy_mathjax
+
+    copy_mathjax(out_dir)
+    html, _ = HTMLExporter(mathjax_url=MATHJAX_URL).from_notebook_node(nbformat.from_dict(static_outputs(nb)))
     return html
 
 
@@ -122,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.notebooks:
         if not path.is_file():
             parser.error(f"notebook not found: {path}")
+        reason = missing_requirement(path)
+        if reason:  # an optional lesson: skipped with its reason, not failed
+            print(f"{path.stem:<32} skipped: {reason}", flush=True)
+            continue
         ok, seconds = run_notebook(path, args.out)
         failed += not ok
         claims = summary(read_claims(claims_file(args.out, path)))

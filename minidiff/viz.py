@@ -4,16 +4,22 @@ and animations. Every function returns the matplotlib Figure (or widget) it make
 from __future__ import annotations
 
 import base64
+import copy
+import html
+import inspect
 import io
 import math
 import tempfile
 import wave
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import cached_property
 from pathlib import Path
 
+import ipywidgets as widgets
 import matplotlib.image
 import matplotlib.pyplot as plt
 import torch
+from IPython.display import display
 from matplotlib.animation import FuncAnimation, PillowWriter
 from matplotlib.figure import Figure
 from torch import Tensor
@@ -92,21 +98,136 @@ def timestep_panels(x0: Tensor, schedule: NoiseSchedule, t: int, noise: Tensor) 
     return fig
 
 
-def timestep_slider(x0: Tensor, schedule: NoiseSchedule, seed: int = 0):
-    """An ipywidgets slider over t that redraws `timestep_panels`. Needs a live kernel;
-    in an exported page, draw `timestep_panels` for a few t instead."""
-    import ipywidgets as widgets
-    from IPython.display import display
+class FigureSlider(widgets.interactive):
+    """A slider that redraws a figure, `draw(**values) -> Figure`, with a stand-in for pages
+    without a kernel.
 
-    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(x0)
+    Each keyword names a control and the values it offers: the first becomes a slider, the others
+    drop-down menus, each starting at `draw`'s default for it (or its first value). With a live
+    kernel (JupyterLab) it is an ipywidgets `interactive`. Its display bundle also carries a
+    `text/html` stand-in for exported pages and the course website: the figures for `frames`
+    values of the slider (spread evenly, the other controls at their start), pre-drawn as PNGs,
+    with a slider, step and play buttons of its own in a few lines of JavaScript that need
+    nothing else.
 
-    def show(t: int) -> None:
-        fig = timestep_panels(x0, schedule, t, noise)
+        FigureSlider(show, steps=[1, 5, 10, 50], sampler=["ddim", "euler"])
+    """
+
+    def __init__(self, draw: Callable[..., Figure], frames: int = 8, **controls: Iterable) -> None:
+        defaults = {k: p.default for k, p in inspect.signature(draw).parameters.items()}
+        boxes = {}
+        for i, (name, values) in enumerate(controls.items()):
+            values = list(values)
+            value = defaults[name] if defaults.get(name, inspect.Parameter.empty) in values else values[0]
+            kind = widgets.SelectionSlider if i == 0 else widgets.Dropdown
+            boxes[name] = kind(options=values, value=value, description=name)
+        self.draw, self.frames = draw, frames
+        super().__init__(self._show, **boxes)
+        self.kwargs_widgets[0].continuous_update = False  # redraw when the slider is let go
+
+    def _show(self, **values) -> None:
+        fig = self.draw(**values)
         display(fig)
         plt.close(fig)
 
-    slider = widgets.IntSlider(value=0, min=0, max=schedule.T - 1, step=1, description="t", continuous_update=False)
-    return widgets.interactive(show, t=slider)
+    def _repr_mimebundle_(self, **kwargs) -> dict:
+        return {**super()._repr_mimebundle_(**kwargs), "text/html": self.stand_in}
+
+    @cached_property
+    def stand_in(self) -> str:
+        """The HTML stand-in: the slider's values drawn once each, shown one at a time."""
+        slider, *others = self.kwargs_widgets
+        values = list(slider.options)
+        step = math.ceil((len(values) - 1) / max(self.frames - 1, 1)) or 1
+        picks = [*range(0, len(values) - 1, step), len(values) - 1]  # e.g. t = 0, 100, …, 900, 999
+        fixed = {w.description: w.value for w in others}
+        images = []
+        for k in picks:
+            fig = self.draw(**{slider.description: values[k]}, **fixed)
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png", bbox_inches="tight")  # as the notebook shows it
+            plt.close(fig)
+            value = f"{values[k]:g}" if isinstance(values[k], float) else values[k]
+            label = html.escape(f"{slider.description} = {value}")
+            png = base64.b64encode(buffer.getvalue()).decode()
+            hidden = " hidden" if images else ""  # the first frame shows even where no script runs
+            images.append(f'<img src="data:image/png;base64,{png}" alt="{label}"{hidden} style="max-width: 100%">')
+        return _STAND_IN.format(images="\n".join(images), last=len(images) - 1)
+
+
+# The stand-in's markup: every frame an <img>, one shown at a time; a range input, step and play buttons,
+# and the shown frame's alt text as its label. The script finds its own box (document.currentScript).
+_STAND_IN = """<div class="minidiff-stand-in">
+<div>{images}</div>
+<button type="button" title="previous">&#9664;</button>
+<input type="range" min="0" max="{last}" value="0" step="1" aria-label="frame" style="width: 16em">
+<button type="button" title="next">&#9654;</button>
+<button type="button" title="play">play</button>
+<output></output>
+<script>
+(function (box) {{
+  var frames = box.querySelectorAll("img"), slider = box.querySelector("input"), label = box.querySelector("output");
+  var buttons = box.querySelectorAll("button"), timer = null;
+  function show(k) {{
+    k = (k + frames.length) % frames.length;
+    frames.forEach(function (frame, i) {{ frame.hidden = i !== k; }});
+    slider.value = k;
+    label.textContent = frames[k].alt;
+  }}
+  slider.oninput = function () {{ show(+slider.value); }};
+  buttons[0].onclick = function () {{ show(+slider.value - 1); }};
+  buttons[1].onclick = function () {{ show(+slider.value + 1); }};
+  buttons[2].onclick = function () {{
+    if (timer) {{ clearInterval(timer); timer = null; buttons[2].textContent = "play"; return; }}
+    timer = setInterval(function () {{ show(+slider.value + 1); }}, 700);
+    buttons[2].textContent = "pause";
+  }};
+  show(0);
+}})(document.currentScript.parentNode);
+</script>
+</div>"""
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"  # a widget's output: the view of a live model
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"  # the models' last state, saved in the notebook
+
+
+def static_outputs(notebook: dict) -> dict:
+    """A copy of an executed notebook (nbformat 4, as a dict) as a page without a kernel shows it:
+    widget views and the widgets' saved state go (they need a kernel, or a widget manager from the
+    web), so each widget shows its stand-in (`FigureSlider`); a progress bar (tqdm's: text, bar,
+    text) is drawn as it ended, from the saved state; any other widget shows its text."""
+    notebook = copy.deepcopy(notebook)
+    state = notebook["metadata"].pop("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    for cell in notebook["cells"]:
+        for out in cell.get("outputs", []):
+            view = out.get("data", {}).pop(WIDGET_VIEW, None)
+            if view and "text/html" not in out["data"] and (bar := _progress_bar(view["model_id"], state)):
+                out["data"]["text/html"] = bar
+    return notebook
+
+
+def _progress_bar(model_id: str, state: dict) -> str | None:
+    """The HTML for a saved box of HTML texts and progress bars (tqdm.notebook's), or None."""
+    box = state.get(model_id, {})
+    parts = []
+    for child in box.get("state", {}).get("children", []) if box.get("model_name") == "HBoxModel" else []:
+        model = state.get(child.removeprefix("IPY_MODEL_"), {})
+        values = model.get("state", {})
+        if model.get("model_name") == "HTMLModel":
+            parts.append(f"<span>{values.get('value', '')}</span>")
+        elif model.get("model_name") in ("FloatProgressModel", "IntProgressModel"):
+            parts.append(f'<progress value="{values.get("value", 0)}" max="{values.get("max", 100)}"></progress>')
+        else:
+            return None
+    return f'<div class="minidiff-progress">{" ".join(parts)}</div>' if parts else None
+
+
+def timestep_slider(x0: Tensor, schedule: NoiseSchedule, seed: int = 0, frames: int = 11) -> FigureSlider:
+    """A slider over t that redraws `timestep_panels` with the same noise: live in a kernel, and
+    in a page without one a stand-in with its own slider over `frames` timesteps from 0 to T-1."""
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(x0)
+    return FigureSlider(lambda t: timestep_panels(x0, schedule, t, noise), frames=frames, t=range(schedule.T))
 
 
 def plot_trajectories(traj: Trajectory, data: Tensor | None = None, n_paths: int = 30) -> Figure:
@@ -204,20 +325,15 @@ def image_rows(rows: dict[str, Tensor], nrow: int = 16) -> Figure:
     return fig
 
 
-def image_slider(frames: dict[float, Tensor], description: str = "w", nrow: int = 16):
-    """An ipywidgets slider over precomputed image batches, {value: images (B, C, H, W)}: moving
-    it shows the batch of that value (e.g. samples at each guidance scale). Needs a live
-    kernel; `image_rows` draws the same batches all at once for an exported page."""
-    import ipywidgets as widgets
-    from IPython.display import display
+def image_slider(frames: dict[float, Tensor], description: str = "w", nrow: int = 16) -> FigureSlider:
+    """A slider over precomputed image batches, {value: images (B, C, H, W)}: moving it shows the
+    batch of that value (e.g. samples at each guidance scale), drawn by `image_rows`. Live in a
+    kernel; in a page without one, a stand-in with its own slider over every value."""
 
-    def show(value: float) -> None:
-        fig = image_rows({f"{description} = {value:g}": frames[value]}, nrow)
-        display(fig)
-        plt.close(fig)
+    def draw(**value: float) -> Figure:
+        return image_rows({f"{description} = {value[description]:g}": frames[value[description]]}, nrow)
 
-    slider = widgets.SelectionSlider(options=list(frames), description=description, continuous_update=False)
-    return widgets.interactive(show, value=slider)
+    return FigureSlider(draw, frames=len(frames), **{description: list(frames)})
 
 
 class LiveLoss:

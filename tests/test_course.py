@@ -52,13 +52,29 @@ def test_pages_load_mathjax_from_a_local_copy(tmp_path):
     html = run_course.export_html(nb, tmp_path)
     assert '<script src="mathjax/MathJax.js?config=' in html and "libs/mathjax" not in html
     assert (tmp_path / "mathjax" / "MathJax.js").is_file()
+    # the local copy has STIX fonts, not TeX's: the page's configuration asks for them
+    assert ",local/minidiff" in html and '"webFont": "STIX-Web"' in (
+        tmp_path / "mathjax" / "config" / "local" / "minidiff.js").read_text()
 
 
-def test_progress_bars_go_to_the_terminal_under_the_runner(monkeypatch):
+def test_pages_show_a_widgets_stand_in_and_load_no_widget_manager(tmp_path):
+    view = {"application/vnd.jupyter.widget-view+json": {"model_id": "m", "version_major": 2, "version_minor": 0}}
+    stand_in = {"text/html": '<div class="minidiff-stand-in">frames</div>', "text/plain": "FigureSlider()"}
+    slider = {"output_type": "display_data", "metadata": {}, "data": {**view, **stand_in}}
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("viz.timestep_slider(x, s)", outputs=[slider])])
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {"m": {}}, "version_major": 2}}
+    html = run_course.export_html(nb, tmp_path)
+    assert '<div class="minidiff-stand-in">frames</div>' in html
+    assert "widget-view+json" not in html and "widget-state+json" not in html and "unpkg.com" not in html
+    assert "widgets" in nb.metadata  # the executed notebook keeps its widgets for JupyterLab
+
+
+def test_progress_bars_go_to_the_runners_file_under_the_runner(monkeypatch, tmp_path):
     from tqdm.std import tqdm as plain
 
-    monkeypatch.setenv(TERMINAL_PROGRESS, "1")
-    bar = progress(range(3), disable=True)
+    monkeypatch.setenv(TERMINAL_PROGRESS, str(tmp_path / "bars"))
+    bar = progress(range(3), desc="train")
     assert type(bar) is plain and list(bar) == [0, 1, 2]
+    assert "train: 100%" in (tmp_path / "bars").read_text()
     monkeypatch.delenv(TERMINAL_PROGRESS)
     assert list(course.progress(range(2), disable=True)) == [0, 1]

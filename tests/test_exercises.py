@@ -45,6 +45,8 @@ NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
         "frequency_bin",
         "cents",
         "frame_tokens",
+        "scale_model_input",
+        "img2img_steps",
     ],
 )
 def test_solutions_pass(name, capsys):
@@ -130,6 +132,11 @@ MISTAKES = [
     (ex.check_frame_tokens, lambda h, F: h.reshape(-1, F, h.shape[1]), "reshape alone"),
     (ex.check_frame_tokens, lambda h, F: h.reshape(-1, F, *h.shape[1:]).permute(0, 3, 4, 2, 1).reshape(
         -1, F, h.shape[1]), "swapped"),
+    (ex.check_scale_model_input, lambda x, s: x, "that is x̃ itself"),
+    (ex.check_scale_model_input, lambda x, s: x / s.view(-1, 1, 1, 1), "divides by σ, not"),
+    (ex.check_scale_model_input, lambda x, s: x / (s.view(-1, 1, 1, 1) ** 2 + 1), "not by its square root"),
+    (ex.check_img2img_steps, lambda n, s: round(n * s), "that rounds ("),
+    (ex.check_img2img_steps, lambda n, s: n - int(n * s), "*skipped*"),
 ]
 
 

@@ -1,7 +1,9 @@
 """The plotting helpers draw what they say (panel counts, titles, data) and the GIF is a GIF."""
 
 import base64
+import re
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 
@@ -37,8 +39,10 @@ def test_timestep_panels_and_slider():
     fig = viz.timestep_panels(sample_photo(16), s, 250, torch.randn(1, 3, 16, 16))
     assert "t = 250" in fig.axes[0].get_title()
     assert fig.axes[2].lines[-1].get_xdata()[0] == 250  # the marker sits at t
-    slider = viz.timestep_slider(sample_photo(16), s)
-    assert slider.children[0].max == s.T - 1
+    slider = viz.timestep_slider(sample_photo(16), s, frames=3)
+    assert list(slider.children[0].options) == list(range(s.T))
+    assert re.findall(r'alt="([^"]*)"', slider.stand_in) == ["t = 0", "t = 500", "t = 999"]
+    assert viz.timestep_slider(sample_photo(16).double(), s, frames=2).stand_in.count("<img") == 2  # any dtype
 
 
 def test_trajectory_plots_and_gif(tmp_path):
@@ -64,3 +68,65 @@ def test_image_rows_and_slider_show_each_batch():
     assert shown[0][1:-1, 1:-1].min() == 0 and shown[1].min() == 1  # black images, then white ones
     slider = viz.image_slider(frames)
     assert list(slider.children[0].options) == [1.0, 7.5]
+    assert re.findall(r'alt="([^"]*)"', slider.stand_in) == ["w = 1", "w = 7.5"]  # every batch, in the stand-in
+
+
+def test_figure_slider_shows_a_widget_in_a_kernel_and_a_stand_in_elsewhere():
+    calls = []
+
+    def draw(steps=10, sampler="b", spacing="x"):
+        calls.append((steps, sampler, spacing))
+        fig, ax = plt.subplots(figsize=(2, 2))
+        ax.set_title(f"{sampler}, {steps}")
+        return fig
+
+    slider = viz.FigureSlider(draw, frames=4, steps=[1, 2, 5, 10, 20, 50, 100], sampler=["a", "b"], spacing=["y"])
+    steps, sampler, spacing = slider.kwargs_widgets
+    assert (type(steps).__name__, steps.value, steps.continuous_update) == ("SelectionSlider", 10, False)
+    assert (type(sampler).__name__, sampler.value, spacing.value) == ("Dropdown", "b", "y")  # draw's default, or first
+    assert calls == [(10, "b", "y")]  # the live view drew once
+
+    bundle = slider._repr_mimebundle_()
+    assert {viz.WIDGET_VIEW, "text/html", "text/plain"} <= set(bundle)
+    assert bundle[viz.WIDGET_VIEW]["model_id"] == slider.model_id
+    assert calls[1:] == [(1, "b", "y"), (5, "b", "y"), (20, "b", "y"), (100, "b", "y")]  # 4 frames, spread evenly
+    frames = re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="([^"]*)"( hidden)?', bundle["text/html"])
+    assert [alt for _, alt, _ in frames] == ["steps = 1", "steps = 5", "steps = 20", "steps = 100"]
+    assert [hidden for *_, hidden in frames] == ["", " hidden", " hidden", " hidden"]  # the first shows without JS
+    assert all(base64.b64decode(png)[:8] == b"\x89PNG\r\n\x1a\n" for png, *_ in frames)
+    assert '<input type="range" min="0" max="3"' in bundle["text/html"] and "<script>" in bundle["text/html"]
+    slider._repr_mimebundle_()
+    assert len(calls) == 5  # the stand-in is drawn once
+    steps.value, sampler.value = 50, "a"  # the live view redraws for each change
+    assert calls[5:] == [(50, "b", "y"), (50, "a", "y")]
+
+
+def test_static_outputs_keep_stand_ins_and_draw_progress_bars_as_they_ended():
+    def view(model_id):
+        return {viz.WIDGET_VIEW: {"model_id": model_id, "version_major": 2, "version_minor": 0}}
+
+    def model(name, **state):
+        return {"model_name": name, "model_module": "@jupyter-widgets/controls", "state": state}
+
+    outputs = [
+        {"output_type": "display_data", "data": {**view("s"), "text/html": "<div>stand-in</div>", "text/plain": "s"}},
+        {"output_type": "display_data", "data": {**view("bar"), "text/plain": "train:   0%|"}},
+        {"output_type": "display_data", "data": {**view("other"), "text/plain": "Button()"}},
+    ]
+    state = {
+        "bar": model("HBoxModel", children=["IPY_MODEL_left", "IPY_MODEL_p", "IPY_MODEL_right"]),
+        "left": model("HTMLModel", value="train: 100%"),
+        "p": model("FloatProgressModel", value=40.0, max=40.0),
+        "right": model("HTMLModel", value=" 40/40 [00:02&lt;00:00]"),
+        "other": model("ButtonModel"),
+    }
+    notebook = {"cells": [{"cell_type": "code", "outputs": outputs}],
+                "metadata": {"widgets": {viz.WIDGET_STATE: {"state": state}}}}
+    static = viz.static_outputs(notebook)
+    assert "widgets" not in static["metadata"] and "widgets" in notebook["metadata"]  # a copy
+    stand_in, bar, other = (out["data"] for out in static["cells"][0]["outputs"])
+    assert not any(viz.WIDGET_VIEW in data for data in (stand_in, bar, other))
+    assert stand_in["text/html"] == "<div>stand-in</div>"
+    assert bar["text/html"] == ('<div class="minidiff-progress"><span>train: 100%</span> <progress value="40.0" '
+                                'max="40.0"></progress> <span> 40/40 [00:02&lt;00:00]</span></div>')
+    assert other == {"text/plain": "Button()"}

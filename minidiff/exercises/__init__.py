@@ -77,6 +77,12 @@ from minidiff.exercises.l14_beyond_images import (
     solution_frame_tokens,
     solution_frequency_bin,
 )
+from minidiff.exercises.l15_from_minidiff_to_diffusers import (
+    check_img2img_steps,
+    check_scale_model_input,
+    solution_img2img_steps,
+    solution_scale_model_input,
+)
 
 _SOLUTIONS = {
     name.removeprefix("solution_"): fn for name, fn in sorted(globals().items()) if name.startswith("solution_")
@@ -109,6 +115,7 @@ __all__ = [
     "check_flow_euler_step",
     "check_frame_tokens",
     "check_frequency_bin",
+    "check_img2img_steps",
     "check_kl",
     "check_lora_delta",
     "check_mask_iou",
@@ -117,6 +124,7 @@ __all__ = [
     "check_path",
     "check_q_sample",
     "check_resblock_params",
+    "check_scale_model_input",
     "check_scale_shift",
     "check_sdedit_start",
     "check_timestep_embedding",
@@ -137,6 +145,7 @@ __all__ = [
     "solution_flow_euler_step",
     "solution_frame_tokens",
     "solution_frequency_bin",
+    "solution_img2img_steps",
     "solution_kl",
     "solution_lora_delta",
     "solution_mask_iou",
@@ -145,6 +154,7 @@ __all__ = [
     "solution_path",
     "solution_q_sample",
     "solution_resblock_params",
+    "solution_scale_model_input",
     "solution_scale_shift",
     "solution_sdedit_start",
     "solution_timestep_embedding",
