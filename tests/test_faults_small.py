@@ -61,4 +61,6 @@ def test_every_documented_command_exists():
     modules = {m for text in texts for m in re.findall(r"python -m (minidiff\.[\w.]+)", text)}
     for module in modules:
         path = ROOT / (module.replace(".", "/") + ".py")
+        if not path.is_file():  # a package runs its __main__.py
+            path = ROOT / module.replace(".", "/") / "__main__.py"
         assert path.is_file() and 'if __name__ == "__main__"' in path.read_text(), f"{module} cannot be run"
