@@ -90,8 +90,10 @@ def export_html(nb, out_dir: Path) -> str:
     from minidiff.notebook import MATHJAX_URL, copy_mathjax
 
     copy_mathjax(out_dir)
-    html, _ = HTMLExporter(mathjax_url=MATHJAX_URL).from_notebook_node(nbformat.from_dict(static_outputs(nb)))
-    return html
+    exporter = HTMLExporter(mathjax_url=MATHJAX_URL)
+    html, _ = exporter.from_notebook_node(nbformat.from_dict(static_outputs(nb)))
+    # the lab template loads RequireJS from a CDN for widgets and JavaScript outputs; these pages have none
+    return html.replace(f'<script src="{exporter.require_js_url}"></script>', "")
 
 
 def claims_file(out_dir: Path, notebook: Path) -> Path:

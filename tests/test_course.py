@@ -51,6 +51,7 @@ def test_pages_load_mathjax_from_a_local_copy(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("$x_t = \\sqrt{\\bar\\alpha_t} x_0$")])
     html = run_course.export_html(nb, tmp_path)
     assert '<script src="mathjax/MathJax.js?config=' in html and "libs/mathjax" not in html
+    assert 'src="https://' not in html  # no script from the web (nbconvert's template would load RequireJS)
     assert (tmp_path / "mathjax" / "MathJax.js").is_file()
     # the local copy has STIX fonts, not TeX's: the page's configuration asks for them
     assert ",local/minidiff" in html and '"webFont": "STIX-Web"' in (
