@@ -159,21 +159,11 @@ def minidiff_table(model, schedule: NoiseSchedule, problem: dict, variants: dict
 
 
 # ----- diffusers ----------------------------------------------------------------------------------
-def diffusers_sample(scheduler, model, x_T: Tensor, steps: int) -> Tensor:
-    """A diffusers scheduler's sampling loop, as its pipelines run it, over an ε-model model(x_t, t)."""
-    scheduler.set_timesteps(steps)
-    if hasattr(scheduler, "set_begin_index"):  # the multistep ones (DDIM keeps no step index)
-        scheduler.set_begin_index(0)
-    x = x_T * scheduler.init_noise_sigma
-    for t in scheduler.timesteps:
-        eps = model(scheduler.scale_model_input(x, t), t.to(x).expand(len(x)))  # t: (B,), its own timesteps
-        x = scheduler.step(eps, t, x).prev_sample
-    return x
-
-
 def diffusers_table(model, schedule: NoiseSchedule, problem: dict) -> dict:
     """{label: {spacing: {calls: (rms, calls used, None)}}}; a run that fails is recorded as its error."""
     import diffusers
+
+    from minidiff.diffusers_bridge import scheduler_sample  # diffusers' sampling loop, as its pipelines run it
 
     table = {}
     for label, (class_name, fixed) in DIFFUSERS.items():
@@ -189,7 +179,7 @@ def diffusers_table(model, schedule: NoiseSchedule, problem: dict) -> dict:
                                 prediction_type="epsilon", **fixed, **settings)
                 counted = Counted(model)
                 try:
-                    x0 = diffusers_sample(scheduler, counted, problem["x_T"], calls)
+                    x0 = scheduler_sample(scheduler, counted, problem["x_T"], calls)
                     rows[spacing][calls] = (rms(x0, problem["reference"]), counted.calls, None)
                 except Exception as error:  # a scheduler that breaks is a result too
                     rows[spacing][calls] = (f"fails: {type(error).__name__}", counted.calls, None)
